@@ -1,0 +1,140 @@
+//! Pulsar I/O shared by every connector instance.
+//!
+//! One [`::pulsar::Pulsar`] client per node, created on the node's shared tokio runtime and handed
+//! to instances as clones (a client multiplexes its broker connections).
+
+use ::pulsar::{Authentication, Pulsar, TokioExecutor};
+
+/// Where and how to reach a Pulsar cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PulsarSettings {
+    /// Service URL, `pulsar://host:port` or `pulsar+ssl://host:port`.
+    pub url: String,
+    /// JWT for token authentication, if the cluster requires it.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for PulsarSettings {
+    /// Formats the settings with the token redacted: settings end up in logs.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PulsarSettings")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Errors reaching a Pulsar cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum PulsarConnectError {
+    /// The service URL is not a Pulsar URL.
+    #[error("invalid pulsar url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The broker could not be reached or refused the connection.
+    #[error("cannot connect to pulsar at {url}: {source}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// What pulsar-rs reported.
+        #[source]
+        source: ::pulsar::Error,
+    },
+}
+
+impl PulsarSettings {
+    /// Returns settings for an unauthenticated cluster at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+        }
+    }
+
+    /// Checks the settings without touching the network.
+    pub fn validate(&self) -> Result<(), PulsarConnectError> {
+        let invalid = |reason| PulsarConnectError::InvalidUrl {
+            url: self.url.clone(),
+            reason,
+        };
+        let rest = self
+            .url
+            .strip_prefix("pulsar://")
+            .or_else(|| self.url.strip_prefix("pulsar+ssl://"))
+            .ok_or_else(|| invalid("must start with pulsar:// or pulsar+ssl://"))?;
+        if rest.trim_end_matches('/').is_empty() {
+            return Err(invalid("has no host"));
+        }
+        Ok(())
+    }
+
+    /// Connects a client to the cluster (one TCP connection to the service URL's broker; more
+    /// are opened on demand as topics are looked up).
+    pub async fn connect(&self) -> Result<Pulsar<TokioExecutor>, PulsarConnectError> {
+        self.validate()?;
+        let mut builder = Pulsar::builder(self.url.clone(), TokioExecutor);
+        if let Some(token) = &self.token {
+            builder = builder.with_auth(Authentication {
+                name: "token".to_owned(),
+                data: token.clone().into_bytes(),
+            });
+        }
+        builder
+            .build()
+            .await
+            .map_err(|source| PulsarConnectError::Connect {
+                url: self.url.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_accepts_pulsar_urls() {
+        assert!(
+            PulsarSettings::new("pulsar://127.0.0.1:6650")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            PulsarSettings::new("pulsar+ssl://broker:6651")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn validate_names_the_problem_with_a_bad_url() {
+        let error = PulsarSettings::new("http://127.0.0.1:8080")
+            .validate()
+            .expect_err("http is not a pulsar url");
+        assert_eq!(
+            error.to_string(),
+            "invalid pulsar url \"http://127.0.0.1:8080\": must start with pulsar:// or pulsar+ssl://"
+        );
+        let error = PulsarSettings::new("pulsar://")
+            .validate()
+            .expect_err("no host");
+        assert!(error.to_string().ends_with("has no host"), "{error}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let settings = PulsarSettings {
+            url: "pulsar://broker:6650".to_owned(),
+            token: Some("very-secret-jwt".to_owned()),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("very-secret-jwt"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
+}
