@@ -1,0 +1,18 @@
+//! A Ferry cluster node and the `ferry` command line.
+//!
+//! The node grows into the metadata store, scheduler, control loop and supervisor of
+//! ../shared/DESIGN.md §2. Today it holds:
+//!
+//! - [`cli`]: the `ferry` command line (clap definitions and dispatch).
+//! - [`server`]: `ferry serve`, the node's gRPC server (admin API and gRPC health) with a clean
+//!   stop on SIGTERM or Ctrl-C.
+//! - [`admin`]: the `ferry.admin.v1.Admin` service.
+//! - [`runtime`]: the one multi-thread tokio runtime that actix, tonic and pulsar-rs share.
+
+pub mod admin;
+pub mod cli;
+pub mod runtime;
+pub mod server;
+
+/// Ferry's release version, from the crate manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
