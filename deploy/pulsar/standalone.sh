@@ -77,7 +77,7 @@ fetch() {
   local tarball=$m2_dir/org/apache/pulsar/pulsar-server-distribution/$version/pulsar-server-distribution-$version-bin.tar.gz
   if [[ ! -f $tarball ]]; then
     log "fetching $artifact from Maven Central"
-    mvn -B -q dependency:get -Dmaven.repo.local="$m2_dir" -Dartifact="$artifact" -Dtransitive=false \
+    mvn -B -q -Dstyle.color=never dependency:get -Dmaven.repo.local="$m2_dir" -Dartifact="$artifact" -Dtransitive=false \
       || die "mvn could not fetch $artifact"
   fi
   [[ -f $tarball ]] || die "mvn finished but $tarball is missing"
