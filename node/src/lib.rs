@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod meta;
 pub mod runtime;
 pub mod server;
 

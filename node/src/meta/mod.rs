@@ -1,0 +1,23 @@
+//! The metadata store: a Raft-replicated (openraft) state machine holding nodes, connectors,
+//! assignments with epochs, and checkpoints (../shared/DESIGN.md §4).
+//!
+//! - [`state`]: the state machine as plain data and its pure `apply`; no I/O.
+//! - [`codec`]: the one place bincode encodes and decodes (with a size limit).
+//! - [`store`]: the redb-backed durable log and state-machine storage.
+
+pub mod codec;
+pub mod state;
+pub mod store;
+
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// Ferry's openraft type configuration.
+    pub TypeConfig:
+        D = state::Command,
+        R = state::Reply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);

@@ -1,0 +1,633 @@
+//! Durable storage of the metadata store: the Raft log, the vote, and state-machine snapshots in
+//! one redb database (`<data dir>/meta.redb`).
+//!
+//! - [`LogStore`] implements openraft's `RaftLogStorage`. An append is reported done only after
+//!   its redb transaction committed with `Durability::Immediate` (fsync); so is a vote.
+//! - [`StateMachineStore`] implements `RaftStateMachine`. The applied state lives in memory and
+//!   is made durable by snapshots: a snapshot is written (fsync'd) to the same database before
+//!   openraft may purge the log behind it, and at start the state is the last snapshot, to which
+//!   openraft re-applies the committed log entries that follow it (the committed log id is
+//!   stored for that). Applying therefore needs no fsync of its own, and a crash can lose
+//!   nothing that was committed.
+//!
+//! All redb work runs on tokio's blocking pool. One database holds both halves, so a
+//! durable commit of either also makes every earlier commit durable.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::TypeConfig;
+use super::codec::{self, CodecError};
+use super::state::{Outcome, Reply, State};
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "meta.redb";
+
+/// Log entries by index.
+const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+/// The vote, the committed log id and the last purged log id, by name.
+const LOG_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("log_meta");
+/// The current snapshot (meta and data) under one key.
+const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+const CURRENT_SNAPSHOT: &str = "current";
+
+type NodeId = u64;
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Errors of opening or using the store outside openraft's interfaces.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path} (--data-dir): {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file could not be opened: missing permissions, corruption, truncation,
+    /// or another process holding it.
+    #[error("cannot open metadata store {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: redb::Error,
+    },
+    /// A stored value does not decode: the file is corrupted or from an incompatible version.
+    #[error("metadata store {path} is corrupted: {source}")]
+    Corrupted {
+        /// The database file.
+        path: PathBuf,
+        /// What did not decode.
+        #[source]
+        source: CodecError,
+    },
+    /// A database operation failed.
+    #[error("metadata store operation failed: {0}")]
+    Database(#[from] redb::Error),
+    /// A stored value does not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A blocking task panicked or was cancelled.
+    #[error("metadata store task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl StoreError {
+    fn any(&self) -> AnyError {
+        AnyError::new(self)
+    }
+}
+
+/// Runs blocking redb work on tokio's blocking pool.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await?
+}
+
+fn redb_error(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database(error.into())
+}
+
+/// A snapshot as stored: its meta and the encoded [`State`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// Opens (or creates) the store in `data_dir` and returns its two halves.
+///
+/// Every stored value the node needs at start (vote, committed log id, last log entry, current
+/// snapshot) is decoded here, so a corrupted or truncated file fails with an error naming it
+/// instead of surfacing later inside Raft.
+pub async fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let data_dir = data_dir.to_owned();
+    let (db, snapshot) = blocking(move || open_blocking(&data_dir)).await?;
+    let db = Arc::new(db);
+    let applied = match snapshot {
+        Some(snapshot) => Applied {
+            last_applied: snapshot.meta.last_log_id,
+            membership: snapshot.meta.last_membership.clone(),
+            state: codec::decode("snapshot state", &snapshot.data)?,
+        },
+        None => Applied::default(),
+    };
+    let (applied_index, _) = watch::channel(applied.last_applied.map_or(0, |log_id| log_id.index));
+    Ok((
+        LogStore { db: db.clone() },
+        StateMachineStore {
+            db,
+            applied: Arc::new(RwLock::new(applied)),
+            applied_index: Arc::new(applied_index),
+        },
+    ))
+}
+
+fn open_blocking(data_dir: &Path) -> Result<(Database, Option<StoredSnapshot>), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(DATABASE_FILE);
+    let open_error = |source: redb::Error| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let corrupted = |source: CodecError| StoreError::Corrupted {
+        path: path.clone(),
+        source,
+    };
+    let db = Database::create(&path).map_err(|error| open_error(error.into()))?;
+    // Create the tables, so readers never meet a missing one.
+    let txn = db.begin_write().map_err(|error| open_error(error.into()))?;
+    txn.open_table(LOG)
+        .map_err(|error| open_error(error.into()))?;
+    txn.open_table(LOG_META)
+        .map_err(|error| open_error(error.into()))?;
+    txn.open_table(SNAPSHOTS)
+        .map_err(|error| open_error(error.into()))?;
+    txn.commit().map_err(|error| open_error(error.into()))?;
+
+    let read = db.begin_read().map_err(|error| open_error(error.into()))?;
+    let meta = read
+        .open_table(LOG_META)
+        .map_err(|error| open_error(error.into()))?;
+    if let Some(vote) = meta.get(VOTE).map_err(|error| open_error(error.into()))? {
+        codec::decode::<Vote<NodeId>>("vote", vote.value()).map_err(corrupted)?;
+    }
+    for key in [COMMITTED, LAST_PURGED] {
+        if let Some(log_id) = meta.get(key).map_err(|error| open_error(error.into()))? {
+            codec::decode::<LogId<NodeId>>("log id", log_id.value()).map_err(corrupted)?;
+        }
+    }
+    let log = read
+        .open_table(LOG)
+        .map_err(|error| open_error(error.into()))?;
+    if let Some((_, entry)) = log.last().map_err(|error| open_error(error.into()))? {
+        codec::decode::<Entry<TypeConfig>>("log entry", entry.value()).map_err(corrupted)?;
+    }
+    let snapshots = read
+        .open_table(SNAPSHOTS)
+        .map_err(|error| open_error(error.into()))?;
+    let snapshot = match snapshots
+        .get(CURRENT_SNAPSHOT)
+        .map_err(|error| open_error(error.into()))?
+    {
+        Some(bytes) => {
+            let snapshot: StoredSnapshot =
+                codec::decode("snapshot", bytes.value()).map_err(corrupted)?;
+            codec::decode::<State>("snapshot state", &snapshot.data).map_err(corrupted)?;
+            Some(snapshot)
+        }
+        None => None,
+    };
+    drop((meta, log, snapshots, read));
+    Ok((db, snapshot))
+}
+
+/// Writes one value of the log meta table.
+fn put_meta(
+    db: &Database,
+    key: &'static str,
+    value: &[u8],
+    durability: Durability,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(redb_error)?;
+    txn.set_durability(durability).map_err(redb_error)?;
+    txn.open_table(LOG_META)
+        .map_err(redb_error)?
+        .insert(key, value)
+        .map_err(redb_error)?;
+    txn.commit().map_err(redb_error)?;
+    Ok(())
+}
+
+fn get_meta(db: &Database, key: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let table = txn.open_table(LOG_META).map_err(redb_error)?;
+    Ok(table
+        .get(key)
+        .map_err(redb_error)?
+        .map(|value| value.value().to_vec()))
+}
+
+/// The Raft log and vote.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    async fn read_meta<T>(
+        &self,
+        key: &'static str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let db = self.db.clone();
+        blocking(move || {
+            get_meta(&db, key)?
+                .map(|bytes| codec::decode(what, &bytes).map_err(StoreError::from))
+                .transpose()
+        })
+        .await
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let bounds: (Bound<u64>, Bound<u64>) =
+            (range.start_bound().cloned(), range.end_bound().cloned());
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let table = txn.open_table(LOG).map_err(redb_error)?;
+            let mut entries = Vec::new();
+            for item in table.range(bounds).map_err(redb_error)? {
+                let (_, value) = item.map_err(redb_error)?;
+                entries.push(codec::decode("log entry", value.value())?);
+            }
+            Ok(entries)
+        })
+        .await
+        .map_err(|error| StorageIOError::read_logs(error.any()).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let db = self.db.clone();
+        blocking(move || {
+            let last_purged_log_id = get_meta(&db, LAST_PURGED)?
+                .map(|bytes| codec::decode::<LogId<NodeId>>("log id", &bytes))
+                .transpose()?;
+            let txn = db.begin_read().map_err(redb_error)?;
+            let table = txn.open_table(LOG).map_err(redb_error)?;
+            let last_log_id = match table.last().map_err(redb_error)? {
+                Some((_, value)) => {
+                    Some(codec::decode::<Entry<TypeConfig>>("log entry", value.value())?.log_id)
+                }
+                None => last_purged_log_id,
+            };
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id,
+            })
+        })
+        .await
+        .map_err(|error| StorageIOError::read_logs(error.any()).into())
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        let write = |error: StoreError| StorageIOError::write_vote(error.any()).into();
+        let bytes = codec::encode("vote", vote).map_err(|error| write(error.into()))?;
+        blocking(move || put_meta(&db, VOTE, &bytes, Durability::Immediate))
+            .await
+            .map_err(write)
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.read_meta(VOTE, "vote")
+            .await
+            .map_err(|error| StorageIOError::read_vote(error.any()).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        let Some(committed) = committed else {
+            return Ok(());
+        };
+        let db = self.db.clone();
+        let write = |error: StoreError| StorageIOError::write(error.any()).into();
+        let bytes = codec::encode("log id", &committed).map_err(|error| write(error.into()))?;
+        // Not fsync'd by itself: the committed id is a hint for re-applying at start, and the
+        // next durable append makes it durable too.
+        blocking(move || put_meta(&db, COMMITTED, &bytes, Durability::None))
+            .await
+            .map_err(write)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        self.read_meta(COMMITTED, "log id")
+            .await
+            .map_err(|error| StorageIOError::read(error.any()).into())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let write = |error: StoreError| StorageIOError::write_logs(error.any()).into();
+        let encoded = entries
+            .into_iter()
+            .map(|entry| Ok((entry.log_id.index, codec::encode("log entry", &entry)?)))
+            .collect::<Result<Vec<_>, CodecError>>()
+            .map_err(|error| write(error.into()))?;
+        let db = self.db.clone();
+        let written = blocking(move || {
+            let txn = db.begin_write().map_err(redb_error)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(redb_error)?;
+                for (index, bytes) in &encoded {
+                    table.insert(index, bytes.as_slice()).map_err(redb_error)?;
+                }
+            }
+            // Durability::Immediate (the default): commit returns after fsync.
+            txn.commit().map_err(redb_error)?;
+            Ok(())
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(write(error))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_write().map_err(redb_error)?;
+            txn.open_table(LOG)
+                .map_err(redb_error)?
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(redb_error)?;
+            txn.commit().map_err(redb_error)?;
+            Ok(())
+        })
+        .await
+        .map_err(|error| StorageIOError::write_logs(error.any()).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        let write = |error: StoreError| StorageIOError::write_logs(error.any()).into();
+        let bytes = codec::encode("log id", &log_id).map_err(|error| write(error.into()))?;
+        blocking(move || {
+            let txn = db.begin_write().map_err(redb_error)?;
+            txn.open_table(LOG_META)
+                .map_err(redb_error)?
+                .insert(LAST_PURGED, bytes.as_slice())
+                .map_err(redb_error)?;
+            txn.open_table(LOG)
+                .map_err(redb_error)?
+                .retain_in(..=log_id.index, |_, _| false)
+                .map_err(redb_error)?;
+            txn.commit().map_err(redb_error)?;
+            Ok(())
+        })
+        .await
+        .map_err(write)
+    }
+}
+
+/// The applied state and what openraft needs to know about it.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The last applied log id.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// The last applied membership.
+    pub membership: StoredMembership<NodeId, BasicNode>,
+    /// The metadata.
+    pub state: State,
+}
+
+/// The state machine: applied state in memory, snapshots in the database.
+///
+/// Clones share the state; the node reads it through [`StateMachineStore::read`] and learns of
+/// progress through [`StateMachineStore::subscribe`].
+#[derive(Debug, Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    applied: Arc<RwLock<Applied>>,
+    applied_index: Arc<watch::Sender<u64>>,
+}
+
+impl StateMachineStore {
+    /// Returns a read guard on the applied state. Hold it briefly and never across an await.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A poisoned lock means a panic while applying, which never leaves the state half
+        // changed (apply builds each reply before anything else can observe it).
+        self.applied
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns a receiver of the last applied log index, changed after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        let bytes = codec::encode("snapshot", &snapshot)?;
+        let db = self.db.clone();
+        blocking(move || {
+            let txn = db.begin_write().map_err(redb_error)?;
+            txn.open_table(SNAPSHOTS)
+                .map_err(redb_error)?
+                .insert(CURRENT_SNAPSHOT, bytes.as_slice())
+                .map_err(redb_error)?;
+            txn.commit().map_err(redb_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let encoded = {
+            let applied = self.read();
+            codec::encode("snapshot state", &applied.state).map(|data| {
+                let last_index = applied.last_applied.map_or(0, |log_id| log_id.index);
+                let meta = SnapshotMeta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership.clone(),
+                    snapshot_id: format!(
+                        "{last_index}-{}",
+                        applied.membership.log_id().map_or(0, |id| id.index)
+                    ),
+                };
+                (meta, data)
+            })
+        };
+        let (meta, data) =
+            encoded.map_err(|error| StorageIOError::write_snapshot(None, AnyError::new(&error)))?;
+        self.save_snapshot(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .await
+        .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), error.any()))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let applied = self.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Reply>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let last_index = {
+            let mut applied = self
+                .applied
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                let reply = match entry.payload {
+                    EntryPayload::Blank => Ok(Outcome::Done),
+                    EntryPayload::Normal(command) => {
+                        applied.state.apply(entry.log_id.index, &command)
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        Ok(Outcome::Done)
+                    }
+                };
+                replies.push(reply);
+            }
+            applied.last_applied.map_or(0, |log_id| log_id.index)
+        };
+        self.applied_index.send_replace(last_index);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let read_error =
+            |error: StoreError| StorageIOError::read_snapshot(Some(meta.signature()), error.any());
+        let state: State =
+            codec::decode("snapshot state", &data).map_err(|error| read_error(error.into()))?;
+        self.save_snapshot(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await
+        .map_err(|error| StorageIOError::write_snapshot(Some(meta.signature()), error.any()))?;
+        let last_index = {
+            let mut applied = self
+                .applied
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *applied = Applied {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+                state,
+            };
+            applied.last_applied.map_or(0, |log_id| log_id.index)
+        };
+        self.applied_index.send_replace(last_index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let db = self.db.clone();
+        let stored = blocking(move || {
+            let txn = db.begin_read().map_err(redb_error)?;
+            let table = txn.open_table(SNAPSHOTS).map_err(redb_error)?;
+            let stored = table.get(CURRENT_SNAPSHOT).map_err(redb_error)?;
+            stored
+                .map(|bytes| codec::decode::<StoredSnapshot>("snapshot", bytes.value()))
+                .transpose()
+                .map_err(StoreError::from)
+        })
+        .await
+        .map_err(|error| StorageIOError::read_snapshot(None, error.any()))?;
+        Ok(stored.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    /// Builds a store in a fresh temporary directory, removed when the test ends.
+    struct TempStoreBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for TempStoreBuilder {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
+            let dir = tempfile::tempdir()
+                .map_err(|error| StorageIOError::write(AnyError::new(&error)))?;
+            let (log, state_machine) = open(dir.path())
+                .await
+                .map_err(|error| StorageIOError::write(error.any()))?;
+            Ok((dir, log, state_machine))
+        }
+    }
+
+    #[test]
+    fn passes_openraft_storage_suite() {
+        Suite::test_all(TempStoreBuilder).expect("the storage suite passes");
+    }
+}
