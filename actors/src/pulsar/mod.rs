@@ -1,7 +1,22 @@
 //! Pulsar I/O shared by every connector instance.
 //!
-//! One [`::pulsar::Pulsar`] client per node, created on the node's shared tokio runtime and handed
-//! to instances as clones (a client multiplexes its broker connections).
+//! - [`PulsarSettings`]: where and how to reach the cluster; [`PulsarSettings::connect`] gives a
+//!   pulsar-rs client (one per node, cloned into instances).
+//! - [`producer_session`]: Ferry's own producer on pulsar-rs's protocol layer, with caller-chosen
+//!   sequence ids, for effectively-once sources.
+//! - [`batch`]: framing of outgoing messages into SEND commands (pure).
+//! - [`connection`]: one broker connection: dial, TLS, CONNECT, lookup with redirects.
+
+pub mod batch;
+pub mod connection;
+pub mod error;
+pub mod producer_session;
+
+pub use batch::{BatchingOptions, OutgoingMessage};
+pub use error::SessionError;
+pub use producer_session::{
+    MessageId, PendingReceipt, ProducerSession, ProducerSessionOptions, Receipt,
+};
 
 use ::pulsar::{Authentication, Pulsar, TokioExecutor};
 
@@ -12,6 +27,9 @@ pub struct PulsarSettings {
     pub url: String,
     /// JWT for token authentication, if the cluster requires it.
     pub token: Option<String>,
+    /// PEM file of extra certificate authorities trusted for `pulsar+ssl://` (beside the
+    /// Mozilla roots).
+    pub tls_trust_certs_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PulsarSettings {
@@ -21,6 +39,7 @@ impl std::fmt::Debug for PulsarSettings {
             .debug_struct("PulsarSettings")
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("tls_trust_certs_file", &self.tls_trust_certs_file)
             .finish()
     }
 }
@@ -53,6 +72,7 @@ impl PulsarSettings {
         Self {
             url: url.into(),
             token: None,
+            tls_trust_certs_file: None,
         }
     }
 
@@ -130,8 +150,8 @@ mod tests {
     #[test]
     fn debug_output_redacts_the_token() {
         let settings = PulsarSettings {
-            url: "pulsar://broker:6650".to_owned(),
             token: Some("very-secret-jwt".to_owned()),
+            ..PulsarSettings::new("pulsar://broker:6650")
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("very-secret-jwt"), "{shown}");
