@@ -72,7 +72,9 @@ async fn a_broker_restart_loses_and_duplicates_nothing() {
             }
         }
         for receipt in receipts {
-            receipt.await.expect("every send resolves after the restart");
+            receipt
+                .await
+                .expect("every send resolves after the restart");
         }
         let reconnects = session.reconnects();
         session.close().await.expect("close");
@@ -80,10 +82,18 @@ async fn a_broker_restart_loses_and_duplicates_nothing() {
     });
 
     let stop = standalone("stop").await;
-    assert!(stop.status.success(), "stop: {}", String::from_utf8_lossy(&stop.stderr));
+    assert!(
+        stop.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     let restarted = Instant::now();
     let start = standalone("start").await;
-    assert!(start.status.success(), "start: {}", String::from_utf8_lossy(&start.stderr));
+    assert!(
+        start.status.success(),
+        "start: {}",
+        String::from_utf8_lossy(&start.stderr)
+    );
     eprintln!("broker back after {:?}", restarted.elapsed());
 
     let reconnects = tokio::time::timeout(Duration::from_secs(300), sender)

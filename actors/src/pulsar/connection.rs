@@ -433,40 +433,47 @@ async fn tls_handshake(
     url: &BrokerUrl,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SessionError> {
-    let tls_error = |reason: String| SessionError::Tls {
-        url: url.to_string(),
-        reason,
-    };
+    tls_connect(settings.tls_trust_certs_file.as_deref(), &url.host, tcp)
+        .await
+        .map_err(|reason| SessionError::Tls {
+            url: url.to_string(),
+            reason,
+        })
+}
+
+/// Wraps `tcp` in TLS to `host`, trusting the Mozilla roots plus the CAs in `trust_file`.
+pub(crate) async fn tls_connect(
+    trust_file: Option<&std::path::Path>,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &settings.tls_trust_certs_file {
+    if let Some(path) = trust_file {
         use rustls_pki_types::pem::PemObject as _;
+        let shown = path.display();
         let certificates = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|error| tls_error(format!("cannot read {}: {error}", path.display())))?;
+            .map_err(|error| format!("cannot read {shown}: {error}"))?;
         for certificate in certificates {
-            let certificate = certificate.map_err(|error| {
-                tls_error(format!("bad certificate in {}: {error}", path.display()))
-            })?;
-            roots.add(certificate).map_err(|error| {
-                tls_error(format!(
-                    "unusable certificate in {}: {error}",
-                    path.display()
-                ))
-            })?;
+            let certificate =
+                certificate.map_err(|error| format!("bad certificate in {shown}: {error}"))?;
+            roots
+                .add(certificate)
+                .map_err(|error| format!("unusable certificate in {shown}: {error}"))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|error| tls_error(error.to_string()))?
+        .map_err(|error| error.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let server_name = rustls_pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|error| tls_error(format!("invalid server name: {error}")))?;
+    let server_name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|error| format!("invalid server name: {error}"))?;
     TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .map_err(|error| tls_error(error.to_string()))
+        .map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //!   sequence ids, for effectively-once sources.
 //! - [`batch`]: framing of outgoing messages into SEND commands (pure).
 //! - [`connection`]: one broker connection: dial, TLS, CONNECT, lookup with redirects.
+//! - [`admin`]: the admin REST calls Ferry needs (is deduplication on for a topic?).
 
+pub mod admin;
 pub mod batch;
 pub mod connection;
 pub mod error;

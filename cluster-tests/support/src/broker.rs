@@ -91,6 +91,17 @@ fn connect(host_port: &str) -> Result<TcpStream, String> {
 /// Issues a plain HTTP/1.1 GET and returns the status code and body. Enough for the broker's
 /// admin REST health and policy endpoints in tests; not a general HTTP client.
 pub fn http_get(base_url: &str, path: &str) -> Result<(u16, String), String> {
+    http_request("GET", base_url, path, None)
+}
+
+/// Issues a plain HTTP/1.1 request, with a JSON body when given, and returns the status code
+/// and body (tests use it to set up namespaces and policies through the admin REST API).
+pub fn http_request(
+    method: &str,
+    base_url: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> Result<(u16, String), String> {
     let host_port = base_url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{base_url:?} must start with http://"))?
@@ -100,15 +111,25 @@ pub fn http_get(base_url: &str, path: &str) -> Result<(u16, String), String> {
         .set_read_timeout(Some(CHECK_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(CHECK_TIMEOUT)))
         .map_err(|error| error.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n");
+    let body = json_body.unwrap_or_default();
+    let content_type = if json_body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream
         .write_all(request.as_bytes())
-        .map_err(|error| format!("GET {path}: {error}"))?;
+        .map_err(|error| format!("{method} {path}: {error}"))?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
-        .map_err(|error| format!("GET {path}: {error}"))?;
-    parse_response(&response).ok_or_else(|| format!("GET {path}: malformed response {response:?}"))
+        .map_err(|error| format!("{method} {path}: {error}"))?;
+    parse_response(&response)
+        .ok_or_else(|| format!("{method} {path}: malformed response {response:?}"))
 }
 
 fn parse_response(response: &str) -> Option<(u16, String)> {
