@@ -2,6 +2,7 @@
 //! a node's admin API.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +11,9 @@ use ferry_proto::admin::v1::admin_client::AdminClient;
 use tonic::transport::Endpoint;
 use tracing::info;
 
+use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
+use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
+use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
 use crate::{VERSION, runtime, server};
 
 /// Default address of a node's gRPC port (admin API and cluster traffic).
@@ -36,13 +40,61 @@ pub enum Command {
     Version(VersionArgs),
 }
 
-/// Flags of `ferry serve`.
+/// Flags of `ferry serve`. Each may also be set by its `FERRY_*` environment variable or in the
+/// `--config` file (flags and environment win).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file of node settings (keys: node_id, listen, advertise, data_dir, pulsar_url,
+    /// pulsar_admin_url, bootstrap, join).
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id, unique in the cluster; stored in the data directory on first start.
+    #[arg(long, env = "FERRY_NODE_ID", value_name = "ID")]
+    pub node_id: Option<u64>,
     /// Address of the node's gRPC port (admin API, health, cluster traffic); port 0 picks a free
-    /// port, printed on standard output.
-    #[arg(long, env = "FERRY_LISTEN", value_name = "HOST:PORT", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    /// port, printed on standard output. Default: 127.0.0.1:7600.
+    #[arg(long, env = "FERRY_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// The address other nodes reach this node at, when it differs from --listen.
+    #[arg(long, env = "FERRY_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Where the metadata store and the node identity live. Without it the node serves the
+    /// admin API alone.
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The Pulsar service URL (pulsar://host:6650).
+    #[arg(long, env = "FERRY_PULSAR_URL", value_name = "URL")]
+    pub pulsar_url: Option<String>,
+    /// The Pulsar admin URL (http://host:8080).
+    #[arg(long, env = "FERRY_PULSAR_ADMIN_URL", value_name = "URL")]
+    pub pulsar_admin_url: Option<String>,
+    /// Starts a new one-node cluster (nothing happens if the data directory already holds one).
+    #[arg(long, env = "FERRY_BOOTSTRAP", conflicts_with = "join")]
+    pub bootstrap: bool,
+    /// Joins the cluster of the node at this address: as a learner first, then as a voter once
+    /// caught up.
+    #[arg(long, env = "FERRY_JOIN", value_name = "HOST:PORT")]
+    pub join: Option<String>,
+}
+
+impl ServeArgs {
+    /// Returns the settings given by flags and environment, merged over the config file's.
+    fn given(&self) -> Result<GivenSettings, SettingsError> {
+        let flags = GivenSettings {
+            node_id: self.node_id,
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            data_dir: self.data_dir.clone(),
+            pulsar_url: self.pulsar_url.clone(),
+            pulsar_admin_url: self.pulsar_admin_url.clone(),
+            bootstrap: self.bootstrap.then_some(true),
+            join: self.join.clone(),
+        };
+        Ok(match &self.config {
+            Some(path) => flags.or(settings::read_config_file(path)?),
+            None => flags,
+        })
+    }
 }
 
 /// Flags of `ferry version`.
@@ -81,14 +133,85 @@ fn init_logging() {
     reason = "the address line is the command's output"
 )]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = server::bind(args.listen).await?;
+    let default_listen: SocketAddr = DEFAULT_LISTEN.parse()?;
+    let settings = settings::resolve(args.given()?, default_listen)?;
+    let listener = server::bind(settings.listen).await?;
     let address = listener.local_addr()?;
     let stop = server::termination_signal()?;
+    let meta = match &settings.cluster {
+        Some(cluster) => Some(start_meta(cluster, address).await?),
+        None => None,
+    };
     info!(%address, version = VERSION, "ferry node listening");
     // Scripts and tests read the bound address from this line (useful with port 0).
     println!("listening on {address}");
-    server::serve(listener, stop, server::SHUTDOWN_GRACE).await?;
+    let serving = server::serve(
+        listener,
+        stop,
+        server::SHUTDOWN_GRACE,
+        meta.as_ref().map(Meta::cluster_service),
+    );
+    let Some((meta, cluster)) = meta.zip(settings.cluster) else {
+        serving.await?;
+        return Ok(());
+    };
+    tokio::pin!(serving);
+    let entered = async {
+        match &cluster.membership {
+            Membership::Bootstrap => meta.bootstrap().await,
+            Membership::Join(seed) if !meta.is_initialized().await? => meta.join(seed).await,
+            Membership::Join(_) | Membership::Resume => Ok(()),
+        }
+    };
+    tokio::select! {
+        ended = &mut serving => {
+            meta.shutdown().await?;
+            ended?;
+            return Ok(());
+        }
+        entered = entered => entered?,
+    }
+    info!(node = meta.id(), leader = ?meta.leader(), "node is in its cluster");
+    let ended = serving.await;
+    meta.shutdown().await?;
+    ended?;
     Ok(())
+}
+
+/// Opens the metadata store and starts Raft, storing the node identity on first start.
+async fn start_meta(cluster: &ClusterSettings, bound: SocketAddr) -> anyhow::Result<Meta> {
+    let advertise = match &cluster.advertise {
+        Some(advertise) => advertise.clone(),
+        None if bound.ip().is_unspecified() => {
+            anyhow::bail!("invalid --advertise: is required when --listen is {bound}")
+        }
+        None => bound.to_string(),
+    };
+    let identity = Identity {
+        node_id: cluster.node_id,
+        advertise: advertise.clone(),
+    };
+    let data_dir = cluster.data_dir.clone();
+    let stored = data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if settings::read_identity(&stored)?.as_ref() != Some(&identity) {
+            settings::write_identity(&stored, &identity)?;
+        }
+        Ok::<_, SettingsError>(())
+    })
+    .await??;
+    let meta = Meta::start(
+        MetaSettings {
+            node_id: cluster.node_id,
+            advertise,
+            data_dir,
+            tuning: RaftTuning::default(),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        },
+        Faults::default(),
+    )
+    .await?;
+    Ok(meta)
 }
 
 #[allow(

@@ -17,6 +17,8 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::admin::AdminService;
+use crate::meta::service::ClusterService;
+use ferry_proto::cluster::v1::cluster_server::ClusterServer;
 
 /// How long a stopping server waits for open calls and connections before it quits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -66,9 +68,15 @@ pub fn termination_signal() -> Result<impl Future<Output = &'static str>, ServeE
     })
 }
 
-/// Serves the admin API and gRPC health on `listener` until `shutdown` resolves, then reports
-/// NOT_SERVING, stops accepting, and waits up to `grace` for open connections to finish.
-pub async fn serve<S>(listener: TcpListener, shutdown: S, grace: Duration) -> Result<(), ServeError>
+/// Serves the admin API and gRPC health (and, when given, the metadata store's cluster
+/// traffic) on `listener` until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
+/// and waits up to `grace` for open connections to finish.
+pub async fn serve<S>(
+    listener: TcpListener,
+    shutdown: S,
+    grace: Duration,
+    cluster: Option<ClusterServer<ClusterService>>,
+) -> Result<(), ServeError>
 where
     S: Future<Output = &'static str>,
 {
@@ -82,6 +90,7 @@ where
     let server = Server::builder()
         .add_service(health_service)
         .add_service(AdminServer::new(AdminService))
+        .add_optional_service(cluster)
         .serve_with_incoming_shutdown(incoming, async {
             // A dropped sender also stops the server: nobody is left to keep it running.
             let _ = stop_receiver.await;

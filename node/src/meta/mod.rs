@@ -4,10 +4,19 @@
 //! - [`state`]: the state machine as plain data and its pure `apply`; no I/O.
 //! - [`codec`]: the one place bincode encodes and decodes (with a size limit).
 //! - [`store`]: the redb-backed durable log and state-machine storage.
+//! - [`network`]: Raft RPCs over tonic, one cached channel per peer, and the test fault knobs.
+//! - [`service`]: the `ferry.cluster.v1.Cluster` gRPC service.
+//! - [`node`]: [`Meta`], the node-side handle: start, bootstrap or join, write, read, watch.
 
 pub mod codec;
+pub mod network;
+pub mod node;
+pub mod service;
 pub mod state;
 pub mod store;
+
+pub use network::Faults;
+pub use node::{Meta, MetaError, MetaSettings, RaftTuning};
 
 use std::io::Cursor;
 

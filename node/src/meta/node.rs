@@ -1,0 +1,536 @@
+//! The node-side handle of the metadata store: start, bootstrap or join, write (forwarded to
+//! the leader from followers), linearizable and local reads, and a watch of one node's
+//! assignments.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::cluster::v1::cluster_server::ClusterServer;
+use ferry_proto::cluster::v1::{JoinRequest, RaftMessage, ReadIndexRequest};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::TypeConfig;
+use super::codec::{self, CodecError};
+use super::network::{Faults, MAX_MESSAGE_BYTES, NetworkFactory, PeerError, Peers};
+use super::service::ClusterService;
+use super::state::{Assignment, Command, InstanceKey, NodeId, Reply, State};
+use super::store::{self, StateMachineStore, StoreError};
+
+/// How long a write keeps retrying (leader changes, forwarding failures) before it gives up.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a forwarded call to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a join may take, catching up included.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Pause between retries of a write or join that met no leader.
+const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Raft timing and log compaction.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    /// Leader heartbeat period.
+    pub heartbeat: Duration,
+    /// Election timeout range: a follower that hears nothing for a random time in it campaigns.
+    pub election_timeout: (Duration, Duration),
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (the rest are purged).
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        // Elections a little slower than openraft's default: a loaded 2-core machine must not
+        // mistake a slow heartbeat for a dead leader.
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// What a node needs to run its part of the metadata store.
+#[derive(Debug, Clone)]
+pub struct MetaSettings {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The address other nodes reach this node's gRPC port at (host:port).
+    pub advertise: String,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Raft timing and compaction.
+    pub tuning: RaftTuning,
+    /// How long a write keeps retrying.
+    pub write_timeout: Duration,
+}
+
+/// Errors of the metadata store as the node sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Raft settings are invalid.
+    #[error("invalid raft settings: {0}")]
+    Config(String),
+    /// Raft stopped (a storage failure or shutdown).
+    #[error("metadata store stopped: {0}")]
+    Stopped(String),
+    /// No leader could take the request in time, or the leader changed under it.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// A peer could not be addressed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// A message did not encode or decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The leader refused a forwarded request (malformed, or not allowed in this state).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A membership change failed.
+    #[error("membership change failed: {0}")]
+    Membership(String),
+}
+
+impl MetaError {
+    /// Returns whether trying again later may succeed.
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Why this node did not commit a write itself.
+#[derive(Debug)]
+pub(crate) enum LeaderWriteError {
+    /// This node is not the leader; the leader's id and address when known.
+    NotLeader(Option<(NodeId, String)>),
+    /// The write failed.
+    Failed(MetaError),
+}
+
+/// A running member of the metadata store. Clones share it.
+#[derive(Clone)]
+pub struct Meta {
+    id: NodeId,
+    advertise: String,
+    raft: Raft<TypeConfig>,
+    state_machine: StateMachineStore,
+    peers: Peers,
+    write_timeout: Duration,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Meta")
+            .field("id", &self.id)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Meta {
+    /// Opens the store in `settings.data_dir` and starts Raft. The node is not yet part of a
+    /// cluster unless its data says so: call [`Meta::bootstrap`] or [`Meta::join`] once its
+    /// gRPC server (with [`Meta::cluster_service`]) is listening.
+    pub async fn start(settings: MetaSettings, faults: Faults) -> Result<Self, MetaError> {
+        let tuning = &settings.tuning;
+        let config = openraft::Config {
+            cluster_name: "ferry".to_owned(),
+            heartbeat_interval: millis(tuning.heartbeat),
+            election_timeout_min: millis(tuning.election_timeout.0),
+            election_timeout_max: millis(tuning.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
+            // Snapshot chunks stay well below the gRPC message limit.
+            snapshot_max_chunk_size: (MAX_MESSAGE_BYTES / 4) as u64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| MetaError::Config(error.to_string()))?;
+        let (log_store, state_machine) = store::open(&settings.data_dir).await?;
+        let peers = Peers::default();
+        let network = NetworkFactory::new(settings.node_id, peers.clone(), faults);
+        let raft = Raft::new(
+            settings.node_id,
+            Arc::new(config),
+            network,
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|error| MetaError::Stopped(error.to_string()))?;
+        Ok(Self {
+            id: settings.node_id,
+            advertise: settings.advertise,
+            raft,
+            state_machine,
+            peers,
+            write_timeout: settings.write_timeout,
+        })
+    }
+
+    /// Returns this node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Returns the address other nodes reach this node at.
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    /// Returns the Raft instance, for metrics and tests.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Returns the gRPC service that carries this node's Raft traffic.
+    pub fn cluster_service(&self) -> ClusterServer<ClusterService> {
+        ClusterServer::new(ClusterService::new(self.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Returns the current leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Returns whether this node's store already belongs to a cluster (it was bootstrapped or
+    /// joined before a restart).
+    pub async fn is_initialized(&self) -> Result<bool, MetaError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|error| MetaError::Stopped(error.to_string()))
+    }
+
+    /// Starts a one-node cluster of this node, unless its store already holds one, and records
+    /// the node as Active.
+    pub async fn bootstrap(&self) -> Result<(), MetaError> {
+        if !self.is_initialized().await? {
+            let members = BTreeMap::from([(self.id, BasicNode::new(&self.advertise))]);
+            self.raft
+                .initialize(members)
+                .await
+                .map_err(|error| MetaError::Membership(error.to_string()))?;
+            info!(node = self.id, address = %self.advertise, "bootstrapped a one-node cluster");
+        }
+        self.record_join(self.id, &self.advertise).await
+    }
+
+    /// Asks the cluster at `seed` (any member's address) to add this node: it becomes a learner,
+    /// catches up, and is promoted to voter.
+    pub async fn join(&self, seed: &str) -> Result<(), MetaError> {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        loop {
+            let mut client = self.peers.client(seed)?;
+            let request = JoinRequest {
+                node_id: self.id,
+                address: self.advertise.clone(),
+            };
+            let answer = tokio::time::timeout(JOIN_TIMEOUT, client.join(request)).await;
+            let error = match answer {
+                Ok(Ok(response)) => {
+                    let leader = response.into_inner().leader_id;
+                    info!(node = self.id, seed, leader, "joined the cluster");
+                    return Ok(());
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                    MetaError::Unavailable(format!("{seed}: {}", status.message()))
+                }
+                Ok(Err(status)) => {
+                    return Err(MetaError::Membership(format!(
+                        "join through {seed} (--join) refused: {}",
+                        status.message()
+                    )));
+                }
+                Err(_) => MetaError::Unavailable(format!("{seed} did not answer the join")),
+            };
+            if Instant::now() >= deadline {
+                return Err(error);
+            }
+            warn!(node = self.id, seed, %error, "join not accepted yet; retrying");
+            tokio::time::sleep(RETRY_INTERVAL * 10).await;
+        }
+    }
+
+    /// Adds `node` at `address` as a voter (on the leader): learner first, promoted once it has
+    /// caught up; then records it as Active.
+    pub(crate) async fn add_voter(&self, node: NodeId, address: &str) -> Result<(), MetaError> {
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|voter| voter == node);
+        if !is_voter {
+            self.raft
+                .add_learner(node, BasicNode::new(address), true)
+                .await
+                .map_err(membership_error)?;
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+                .await
+                .map_err(membership_error)?;
+            info!(node, address, "node promoted to voter");
+        }
+        self.record_join(node, address).await
+    }
+
+    /// Removes `node` from the voters and records that it left.
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), MetaError> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
+            .await
+            .map_err(membership_error)?;
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+            .await
+            .map_err(membership_error)?;
+        self.write(Command::NodeLeave { node })
+            .await?
+            .map_err(|rejection| MetaError::Membership(rejection.to_string()))?;
+        info!(node, "node removed");
+        Ok(())
+    }
+
+    async fn record_join(&self, node: NodeId, address: &str) -> Result<(), MetaError> {
+        let reply = self
+            .write(Command::NodeJoin {
+                node,
+                address: address.to_owned(),
+                labels: BTreeMap::new(),
+            })
+            .await?;
+        reply.map_err(|rejection| MetaError::Membership(rejection.to_string()))?;
+        Ok(())
+    }
+
+    /// Commits `command` through the leader and returns its reply. A follower forwards it; a
+    /// leader change is retried until the write timeout (commands are idempotent, so a retry of
+    /// a write that did commit is harmless and answered as the command's re-application).
+    pub async fn write(&self, command: Command) -> Result<Reply, MetaError> {
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            let error = match self.write_once(&command).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) => error,
+            };
+            if !error.is_retryable() || Instant::now() >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
+        }
+    }
+
+    async fn write_once(&self, command: &Command) -> Result<Reply, MetaError> {
+        match self.write_as_leader(command.clone()).await {
+            Err(LeaderWriteError::NotLeader(Some(leader))) if leader.0 != self.id => {
+                self.forward_write(&leader.1, command).await
+            }
+            Err(LeaderWriteError::NotLeader(_)) => {
+                Err(MetaError::Unavailable("no leader".to_owned()))
+            }
+            Err(LeaderWriteError::Failed(error)) => Err(error),
+            Ok(reply) => Ok(reply),
+        }
+    }
+
+    /// Commits `command` on this node only if it is the leader (also the far end of a forward).
+    pub(crate) async fn write_as_leader(
+        &self,
+        command: Command,
+    ) -> Result<Reply, LeaderWriteError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(LeaderWriteError::NotLeader(
+                    forward
+                        .leader_id
+                        .zip(forward.leader_node)
+                        .map(|(id, node)| (id, node.addr)),
+                ))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => Err(
+                LeaderWriteError::Failed(MetaError::Membership(error.to_string())),
+            ),
+            Err(RaftError::Fatal(fatal)) => Err(LeaderWriteError::Failed(MetaError::Stopped(
+                fatal.to_string(),
+            ))),
+        }
+    }
+
+    async fn forward_write(&self, leader: &str, command: &Command) -> Result<Reply, MetaError> {
+        let mut client = self.peers.client(leader)?;
+        let message = RaftMessage {
+            payload: codec::encode("command", command)?.into(),
+        };
+        let answer = tokio::time::timeout(FORWARD_TIMEOUT, client.forward_write(message)).await;
+        match answer {
+            Ok(Ok(response)) => Ok(codec::decode("reply", &response.into_inner().payload)?),
+            // The leader refused the command itself: retrying cannot help.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Err(MetaError::Refused(format!(
+                    "leader at {leader}: {}",
+                    status.message()
+                )))
+            }
+            // Anything else (not the leader any more, a connection cut mid-call) may have
+            // committed or not: the retry is safe because commands are idempotent.
+            Ok(Err(status)) => Err(MetaError::Unavailable(format!(
+                "leader at {leader}: {}",
+                status.message()
+            ))),
+            Err(_) => Err(MetaError::Unavailable(format!(
+                "leader at {leader} did not answer within {FORWARD_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Returns the leader's read index (on the leader: the far end of [`Meta::read`] from a
+    /// follower).
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, MetaError> {
+        let (read_log_id, _) = self.raft.get_read_log_id().await.map_err(|error| {
+            MetaError::Unavailable(format!(
+                "node {} cannot serve a read index: {error}",
+                self.id
+            ))
+        })?;
+        Ok(read_log_id.map_or(0, |log_id| log_id.index))
+    }
+
+    /// Runs `read` on state that reflects every write committed before this call (a
+    /// linearizable read). The leader confirms its leadership; a follower asks the leader for
+    /// its read index and waits until it has applied that far.
+    pub async fn read<T>(&self, read: impl FnOnce(&State) -> T) -> Result<T, MetaError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let index = loop {
+            let error = match self.read_index().await {
+                Ok(index) => break index,
+                Err(error) => error,
+            };
+            if !error.is_retryable() || Instant::now() >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|error| MetaError::Unavailable(error.to_string()))?;
+        Ok(self.read_local(read))
+    }
+
+    /// Returns the leader's id and address, as this node knows them.
+    pub(crate) fn leader_address(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
+    }
+
+    /// Returns this node's peer channels.
+    pub(crate) fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    async fn read_index(&self) -> Result<u64, MetaError> {
+        let address = match self.leader_address() {
+            None => return Err(MetaError::Unavailable("no leader".to_owned())),
+            Some((leader, _)) if leader == self.id => return self.read_index_as_leader().await,
+            Some((_, address)) => address,
+        };
+        let mut client = self.peers.client(&address)?;
+        match tokio::time::timeout(FORWARD_TIMEOUT, client.read_index(ReadIndexRequest {})).await {
+            Ok(Ok(response)) => Ok(response.into_inner().index),
+            Ok(Err(status)) => Err(MetaError::Unavailable(format!(
+                "leader at {address}: {}",
+                status.message()
+            ))),
+            Err(_) => Err(MetaError::Unavailable(format!(
+                "leader at {address} did not answer within {FORWARD_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Runs `read` on this node's applied state, which may lag the leader (for listing).
+    pub fn read_local<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        read(&self.state_machine.read().state)
+    }
+
+    /// Returns the index of the last log entry this node applied.
+    pub fn applied_index(&self) -> u64 {
+        *self.state_machine.subscribe().borrow()
+    }
+
+    /// Returns a receiver of the assignments addressed to `node`, updated whenever they change
+    /// on this node. The watch ends when the receiver is dropped.
+    pub fn watch_assignments(
+        &self,
+        node: NodeId,
+    ) -> watch::Receiver<BTreeMap<InstanceKey, Assignment>> {
+        let current = self.read_local(|state| state.assignments_of(node));
+        let (sender, receiver) = watch::channel(current);
+        let mut applied = self.state_machine.subscribe();
+        let state_machine = self.state_machine.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = sender.closed() => return,
+                    changed = applied.changed() => if changed.is_err() { return },
+                }
+                let latest = state_machine.read().state.assignments_of(node);
+                sender.send_if_modified(|assignments| {
+                    let modified = *assignments != latest;
+                    *assignments = latest;
+                    modified
+                });
+            }
+        });
+        receiver
+    }
+
+    /// Stops Raft on this node.
+    pub async fn shutdown(&self) -> Result<(), MetaError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|error| MetaError::Stopped(error.to_string()))
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn membership_error(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> MetaError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            MetaError::Unavailable(format!("not the leader (leader: {:?})", forward.leader_id))
+        }
+        other => MetaError::Membership(other.to_string()),
+    }
+}

@@ -1,0 +1,143 @@
+//! The server side of `ferry.cluster.v1.Cluster`: Raft RPCs handed to openraft, writes and read
+//! indexes served for followers, and joins.
+
+use ferry_proto::cluster::v1::cluster_server::Cluster;
+use ferry_proto::cluster::v1::{
+    JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
+};
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::codec;
+use super::node::{LeaderWriteError, Meta, MetaError};
+use super::state::Command;
+
+/// Answers cluster calls on this node.
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    meta: Meta,
+}
+
+impl ClusterService {
+    /// Returns the service of `meta`.
+    pub(crate) fn new(meta: Meta) -> Self {
+        Self { meta }
+    }
+}
+
+fn decode_request<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    request: Request<RaftMessage>,
+) -> Result<T, Status> {
+    codec::decode(what, &request.into_inner().payload)
+        .map_err(|error| Status::invalid_argument(error.to_string()))
+}
+
+fn encode_response<T: Serialize>(
+    what: &'static str,
+    value: &T,
+) -> Result<Response<RaftMessage>, Status> {
+    let payload =
+        codec::encode(what, value).map_err(|error| Status::internal(error.to_string()))?;
+    Ok(Response::new(RaftMessage {
+        payload: payload.into(),
+    }))
+}
+
+fn status(error: &MetaError) -> Status {
+    match error {
+        MetaError::Unavailable(_) | MetaError::Stopped(_) => Status::unavailable(error.to_string()),
+        MetaError::Membership(_) | MetaError::Refused(_) => {
+            Status::failed_precondition(error.to_string())
+        }
+        MetaError::Codec(_) | MetaError::Peer(_) => Status::invalid_argument(error.to_string()),
+        MetaError::Store(_) | MetaError::Config(_) => Status::internal(error.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let request = decode_request("append entries request", request)?;
+        let answer = self.meta.raft().append_entries(request).await;
+        encode_response("append entries response", &answer)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let request = decode_request("vote request", request)?;
+        let answer = self.meta.raft().vote(request).await;
+        encode_response("vote response", &answer)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let request = decode_request("install snapshot request", request)?;
+        let answer = self.meta.raft().install_snapshot(request).await;
+        encode_response("install snapshot response", &answer)
+    }
+
+    async fn forward_write(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let command: Command = decode_request("command", request)?;
+        let reply = match self.meta.write_as_leader(command).await {
+            Ok(reply) => reply,
+            Err(LeaderWriteError::NotLeader(leader)) => {
+                return Err(Status::unavailable(format!(
+                    "node {} is not the leader (leader: {:?})",
+                    self.meta.id(),
+                    leader.map(|(id, _)| id)
+                )));
+            }
+            Err(LeaderWriteError::Failed(error)) => return Err(status(&error)),
+        };
+        encode_response("reply", &reply)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self
+            .meta
+            .read_index_as_leader()
+            .await
+            .map_err(|error| status(&error))?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let JoinRequest { node_id, address } = request.into_inner();
+        if address.is_empty() {
+            return Err(Status::invalid_argument("address must not be empty"));
+        }
+        match self.meta.leader() {
+            Some(leader) if leader == self.meta.id() => {
+                self.meta
+                    .add_voter(node_id, &address)
+                    .await
+                    .map_err(|error| status(&error))?;
+                Ok(Response::new(JoinResponse { leader_id: leader }))
+            }
+            Some(_) => {
+                // One hop: a follower passes the join on to the leader it knows.
+                let Some((_, leader_address)) = self.meta.leader_address() else {
+                    return Err(Status::unavailable("the leader's address is unknown"));
+                };
+                let mut client = self
+                    .meta
+                    .peers()
+                    .client(&leader_address)
+                    .map_err(|error| Status::unavailable(error.to_string()))?;
+                client.join(JoinRequest { node_id, address }).await
+            }
+            None => Err(Status::unavailable("no leader yet")),
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! `ferry serve`'s settings: flags and `FERRY_*` environment variables (through clap), a TOML
+//! file (`--config`), and the node identity stored in the data directory, merged and validated
+//! into [`NodeSettings`]. Flags and environment win over the file. A bad value stops start-up
+//! with one line naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::meta::state::NodeId;
+
+/// The identity file's name inside the data directory.
+pub const IDENTITY_FILE: &str = "node.toml";
+
+/// Settings as given: each may be missing. Also the shape of the `--config` TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GivenSettings {
+    /// This node's id, unique in the cluster (stored in the data directory on first start).
+    pub node_id: Option<NodeId>,
+    /// The gRPC address to listen on (admin and cluster traffic).
+    pub listen: Option<SocketAddr>,
+    /// The address other nodes and clients reach this node at, when it differs from `listen`.
+    pub advertise: Option<String>,
+    /// Where the metadata store and the node identity live.
+    pub data_dir: Option<PathBuf>,
+    /// The Pulsar service URL (pulsar://host:6650).
+    pub pulsar_url: Option<String>,
+    /// The Pulsar admin URL (http://host:8080).
+    pub pulsar_admin_url: Option<String>,
+    /// Start a new one-node cluster.
+    pub bootstrap: Option<bool>,
+    /// Join the cluster that the node at this address belongs to.
+    pub join: Option<String>,
+}
+
+impl GivenSettings {
+    /// Returns these settings with every missing one taken from `fallback`.
+    pub fn or(self, fallback: Self) -> Self {
+        Self {
+            node_id: self.node_id.or(fallback.node_id),
+            listen: self.listen.or(fallback.listen),
+            advertise: self.advertise.or(fallback.advertise),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            pulsar_url: self.pulsar_url.or(fallback.pulsar_url),
+            pulsar_admin_url: self.pulsar_admin_url.or(fallback.pulsar_admin_url),
+            bootstrap: self.bootstrap.or(fallback.bootstrap),
+            join: self.join.or(fallback.join),
+        }
+    }
+}
+
+/// How a node enters its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Starts a new one-node cluster (nothing to do when the store already holds one).
+    Bootstrap,
+    /// Joins through the node at this address (nothing to do when the store already belongs).
+    Join(String),
+    /// Resumes the cluster its data directory belongs to.
+    Resume,
+}
+
+/// The metadata-store part of a node's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The advertised address, when given or stored (else the bound listen address).
+    pub advertise: Option<String>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// How the node enters its cluster.
+    pub membership: Membership,
+}
+
+/// Validated settings of `ferry serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// The Pulsar service URL.
+    pub pulsar_url: Option<String>,
+    /// The Pulsar admin URL.
+    pub pulsar_admin_url: Option<String>,
+    /// The metadata store's settings; None runs the admin API alone (no `--data-dir`).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A setting that stops start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file cannot be read.
+    #[error("cannot read config file {path} (--config): {reason}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The config file is not valid.
+    #[error("invalid config file {path} (--config): {reason}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        reason: String,
+    },
+    /// A setting has a bad value.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The setting, as its flag.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The stored identity cannot be read or written.
+    #[error("node identity {path} (--data-dir): {reason}")]
+    Identity {
+        /// The identity file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Reads a `--config` file.
+pub fn read_config_file(path: &Path) -> Result<GivenSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|error| SettingsError::ReadConfig {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })?;
+    parse_config(path, &text)
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<GivenSettings, SettingsError> {
+    toml::from_str(text).map_err(|error: toml::de::Error| {
+        let line = error
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let message = error.message().replace('\n', " ");
+        SettingsError::ParseConfig {
+            path: path.to_owned(),
+            reason: match line {
+                Some(line) => format!("line {line}: {}", message.trim()),
+                None => message.trim().to_owned(),
+            },
+        }
+    })
+}
+
+/// The node identity stored in the data directory on first start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Its advertised address.
+    pub advertise: String,
+}
+
+/// Reads the identity stored in `data_dir`, if any.
+pub fn read_identity(data_dir: &Path) -> Result<Option<Identity>, SettingsError> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let identity_error = |reason: String| SettingsError::Identity {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|error: toml::de::Error| identity_error(error.message().replace('\n', " "))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(identity_error(error.to_string())),
+    }
+}
+
+/// Stores `identity` in `data_dir`, durably (write, fsync, rename).
+pub fn write_identity(data_dir: &Path, identity: &Identity) -> Result<(), SettingsError> {
+    use std::io::Write;
+    let path = data_dir.join(IDENTITY_FILE);
+    let identity_error = |error: std::io::Error| SettingsError::Identity {
+        path: path.clone(),
+        reason: error.to_string(),
+    };
+    std::fs::create_dir_all(data_dir).map_err(identity_error)?;
+    let temporary = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temporary).map_err(identity_error)?;
+    // Written by hand: the address is quoted with Debug, which escapes like a TOML basic string
+    // for anything an address holds.
+    writeln!(
+        file,
+        "# Written by ferry on first start; do not edit.\nnode_id = {}\nadvertise = {:?}",
+        identity.node_id, identity.advertise
+    )
+    .map_err(identity_error)?;
+    file.sync_all().map_err(identity_error)?;
+    std::fs::rename(&temporary, &path).map_err(identity_error)?;
+    std::fs::File::open(data_dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(identity_error)?;
+    Ok(())
+}
+
+/// Validates `given` (flags and environment already merged with the config file) against the
+/// identity stored in its data directory.
+pub fn resolve(
+    given: GivenSettings,
+    default_listen: SocketAddr,
+) -> Result<NodeSettings, SettingsError> {
+    let listen = given.listen.unwrap_or(default_listen);
+    if let Some(url) = &given.pulsar_url
+        && !(url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://"))
+    {
+        return Err(invalid(
+            "--pulsar-url",
+            format!("{url:?} is not a pulsar:// or pulsar+ssl:// url"),
+        ));
+    }
+    if let Some(url) = &given.pulsar_admin_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            "--pulsar-admin-url",
+            format!("{url:?} is not an http:// or https:// url"),
+        ));
+    }
+    if let Some(advertise) = &given.advertise {
+        validate_address("--advertise", advertise)?;
+    }
+    if let Some(seed) = &given.join {
+        validate_address("--join", seed)?;
+    }
+    if given.node_id == Some(0) {
+        return Err(invalid("--node-id", "must be at least 1"));
+    }
+    let bootstrap = given.bootstrap.unwrap_or(false);
+    if bootstrap && given.join.is_some() {
+        return Err(invalid("--bootstrap", "cannot be combined with --join"));
+    }
+    let Some(data_dir) = given.data_dir else {
+        if bootstrap || given.join.is_some() {
+            return Err(invalid(
+                "--data-dir",
+                "is required with --bootstrap and --join",
+            ));
+        }
+        return Ok(NodeSettings {
+            listen,
+            pulsar_url: given.pulsar_url,
+            pulsar_admin_url: given.pulsar_admin_url,
+            cluster: None,
+        });
+    };
+    let stored = read_identity(&data_dir)?;
+    let node_id = match (&stored, given.node_id) {
+        (Some(stored), Some(given)) if stored.node_id != given => {
+            return Err(invalid(
+                "--node-id",
+                format!(
+                    "{given} does not match node id {} stored in {}",
+                    stored.node_id,
+                    data_dir.display()
+                ),
+            ));
+        }
+        (Some(stored), _) => stored.node_id,
+        (None, Some(given)) => given,
+        (None, None) => {
+            return Err(invalid("--node-id", "is required for a new node"));
+        }
+    };
+    let membership = match (bootstrap, given.join) {
+        (true, _) => Membership::Bootstrap,
+        (false, Some(seed)) => Membership::Join(seed),
+        (false, None) if stored.is_some() => Membership::Resume,
+        (false, None) => {
+            return Err(invalid(
+                "--data-dir",
+                format!(
+                    "{} holds no node yet: start it with --bootstrap or --join",
+                    data_dir.display()
+                ),
+            ));
+        }
+    };
+    let advertise = given
+        .advertise
+        .or(stored.map(|identity| identity.advertise));
+    Ok(NodeSettings {
+        listen,
+        pulsar_url: given.pulsar_url,
+        pulsar_admin_url: given.pulsar_admin_url,
+        cluster: Some(ClusterSettings {
+            node_id,
+            advertise,
+            data_dir,
+            membership,
+        }),
+    })
+}
+
+fn validate_address(setting: &'static str, address: &str) -> Result<(), SettingsError> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(setting, format!("{address:?} is not host:port")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:7600".parse().unwrap()
+    }
+
+    #[test]
+    fn without_a_data_dir_the_node_serves_the_admin_api_alone() {
+        let settings = resolve(GivenSettings::default(), listen()).unwrap();
+        assert_eq!(settings.cluster, None);
+        assert_eq!(settings.listen, listen());
+    }
+
+    #[test]
+    fn a_new_node_needs_an_id_and_a_way_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = GivenSettings {
+            data_dir: Some(dir.path().to_owned()),
+            bootstrap: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(given.clone(), listen()).unwrap_err().to_string(),
+            "invalid --node-id: is required for a new node"
+        );
+        let no_way_in = GivenSettings {
+            node_id: Some(1),
+            bootstrap: None,
+            ..given
+        };
+        assert!(
+            resolve(no_way_in, listen())
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid --data-dir:")
+        );
+    }
+
+    #[test]
+    fn a_stored_identity_is_used_and_a_conflicting_id_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_identity(
+            dir.path(),
+            &Identity {
+                node_id: 3,
+                advertise: "10.0.0.3:7600".to_owned(),
+            },
+        )
+        .unwrap();
+        let resumed = resolve(
+            GivenSettings {
+                data_dir: Some(dir.path().to_owned()),
+                ..Default::default()
+            },
+            listen(),
+        )
+        .unwrap();
+        let cluster = resumed.cluster.unwrap();
+        assert_eq!(cluster.node_id, 3);
+        assert_eq!(cluster.advertise.as_deref(), Some("10.0.0.3:7600"));
+        assert_eq!(cluster.membership, Membership::Resume);
+        let conflicting = GivenSettings {
+            data_dir: Some(dir.path().to_owned()),
+            node_id: Some(4),
+            ..Default::default()
+        };
+        let error = resolve(conflicting, listen()).unwrap_err().to_string();
+        assert!(
+            error.starts_with("invalid --node-id: 4 does not match node id 3"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_config_file_error_is_one_line_naming_the_field_and_line() {
+        let error = parse_config(
+            Path::new("ferry.toml"),
+            "node_id = 1\nlisten = \"127.0.0.1:7600\"\ncolour = \"blue\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains('\n'), "{error}");
+        assert!(
+            error.starts_with("invalid config file ferry.toml (--config): line 3:"),
+            "{error}"
+        );
+        assert!(error.contains("colour"), "{error}");
+        let error = parse_config(Path::new("ferry.toml"), "listen = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let file = parse_config(
+            Path::new("ferry.toml"),
+            "node_id = 1\nlisten = \"127.0.0.1:7601\"\npulsar_url = \"pulsar://file:6650\"\n",
+        )
+        .unwrap();
+        let flags = GivenSettings {
+            listen: Some("127.0.0.1:7602".parse().unwrap()),
+            ..Default::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(merged.listen, Some("127.0.0.1:7602".parse().unwrap()));
+        assert_eq!(merged.node_id, Some(1));
+        assert_eq!(merged.pulsar_url.as_deref(), Some("pulsar://file:6650"));
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (given, setting) in [
+            (
+                GivenSettings {
+                    pulsar_url: Some("http://x".to_owned()),
+                    ..Default::default()
+                },
+                "--pulsar-url",
+            ),
+            (
+                GivenSettings {
+                    pulsar_admin_url: Some("pulsar://x".to_owned()),
+                    ..Default::default()
+                },
+                "--pulsar-admin-url",
+            ),
+            (
+                GivenSettings {
+                    advertise: Some("no-port".to_owned()),
+                    ..Default::default()
+                },
+                "--advertise",
+            ),
+            (
+                GivenSettings {
+                    node_id: Some(0),
+                    ..Default::default()
+                },
+                "--node-id",
+            ),
+            (
+                GivenSettings {
+                    bootstrap: Some(true),
+                    ..Default::default()
+                },
+                "--data-dir",
+            ),
+        ] {
+            let error = resolve(given, listen()).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("invalid {setting}:")), "{error}");
+        }
+    }
+}
