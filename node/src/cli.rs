@@ -172,6 +172,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         entered = entered => entered?,
     }
     info!(node = meta.id(), leader = ?meta.leader(), "node is in its cluster");
+    // Scripts and tests wait for this line before they count on the node as a member.
+    println!("node {} is in its cluster", meta.id());
     let ended = serving.await;
     meta.shutdown().await?;
     ended?;

@@ -6,93 +6,14 @@
 //! - SIGTERM stops it with exit code 0 and the port closes;
 //! - a bad or busy `--listen` fails at once with a line naming the flag.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use ferry_test_support::wait;
+use common::{Node, START_TIMEOUT, ferry, text};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A `ferry serve` child process, killed by pid if the test ends without stopping it.
-struct Node {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Node {
-    fn start() -> Self {
-        let mut child = Command::new(FERRY)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ferry serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(address) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(address.to_owned());
-                }
-            }
-        });
-        let address = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(address) => address.parse().expect("a socket address"),
-            Err(error) => {
-                let _ = child.kill();
-                panic!("ferry serve printed no address within {START_TIMEOUT:?}: {error}");
-            }
-        };
-        Self { child, address }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    async fn wait_for_exit(&mut self) -> ExitStatus {
-        let child = &mut self.child;
-        wait::until("ferry serve exits", STOP_TIMEOUT, || {
-            let exited = child.try_wait().expect("poll child");
-            async move { exited }
-        })
-        .await
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(FERRY).args(args).output().expect("run ferry")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 async fn health_client(url: &str) -> HealthClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
@@ -178,7 +99,7 @@ fn version_against_an_unreachable_node_fails_naming_the_url() {
 
 #[tokio::test]
 async fn serve_answers_health_and_admin_then_stops_on_sigterm() {
-    let mut node = Node::start();
+    let mut node = Node::start(&["--listen", "127.0.0.1:0"]);
     let url = node.url();
 
     assert_eq!(health(&url, "").await, ServingStatus::Serving);
@@ -223,7 +144,7 @@ async fn serve_answers_health_and_admin_then_stops_on_sigterm() {
 
 #[tokio::test]
 async fn serve_stops_on_ctrl_c() {
-    let mut node = Node::start();
+    let mut node = Node::start(&["--listen", "127.0.0.1:0"]);
     assert_eq!(health(&node.url(), "").await, ServingStatus::Serving);
     node.signal("INT");
     let status = node.wait_for_exit().await;

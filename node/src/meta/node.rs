@@ -240,6 +240,7 @@ impl Meta {
             let request = JoinRequest {
                 node_id: self.id,
                 address: self.advertise.clone(),
+                forwarded: false,
             };
             let answer = tokio::time::timeout(JOIN_TIMEOUT, client.join(request)).await;
             let error = match answer {
@@ -248,15 +249,21 @@ impl Meta {
                     info!(node = self.id, seed, leader, "joined the cluster");
                     return Ok(());
                 }
-                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                    MetaError::Unavailable(format!("{seed}: {}", status.message()))
-                }
-                Ok(Err(status)) => {
+                Ok(Err(status))
+                    if matches!(
+                        status.code(),
+                        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                    ) =>
+                {
                     return Err(MetaError::Membership(format!(
                         "join through {seed} (--join) refused: {}",
                         status.message()
                     )));
                 }
+                Ok(Err(status)) => MetaError::Unavailable(format!(
+                    "join through {seed} (--join): {}",
+                    status.message()
+                )),
                 Err(_) => MetaError::Unavailable(format!("{seed} did not answer the join")),
             };
             if Instant::now() >= deadline {
@@ -464,7 +471,12 @@ impl Meta {
             Some((_, address)) => address,
         };
         let mut client = self.peers.client(&address)?;
-        match tokio::time::timeout(FORWARD_TIMEOUT, client.read_index(ReadIndexRequest {})).await {
+        match tokio::time::timeout(
+            FORWARD_TIMEOUT,
+            client.read_index(ReadIndexRequest { forwarded: true }),
+        )
+        .await
+        {
             Ok(Ok(response)) => Ok(response.into_inner().index),
             Ok(Err(status)) => Err(MetaError::Unavailable(format!(
                 "leader at {address}: {}",

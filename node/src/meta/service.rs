@@ -1,11 +1,13 @@
 //! The server side of `ferry.cluster.v1.Cluster`: Raft RPCs handed to openraft, writes and read
 //! indexes served for followers, and joins.
 
+use ferry_proto::cluster::v1::cluster_client::ClusterClient;
 use ferry_proto::cluster::v1::cluster_server::Cluster;
 use ferry_proto::cluster::v1::{
     JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
 };
 use serde::Serialize;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::codec;
@@ -102,42 +104,72 @@ impl Cluster for ClusterService {
 
     async fn read_index(
         &self,
-        _request: Request<ReadIndexRequest>,
+        request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let index = self
-            .meta
-            .read_index_as_leader()
-            .await
-            .map_err(|error| status(&error))?;
-        Ok(Response::new(ReadIndexResponse { index }))
+        let forwarded = request.into_inner().forwarded;
+        match self.meta.leader_address() {
+            Some((leader, _)) if leader == self.meta.id() => {
+                let index = self
+                    .meta
+                    .read_index_as_leader()
+                    .await
+                    .map_err(|error| status(&error))?;
+                Ok(Response::new(ReadIndexResponse { index }))
+            }
+            Some((_, address)) if !forwarded => {
+                self.leader_client(&address)?
+                    .read_index(ReadIndexRequest { forwarded: true })
+                    .await
+            }
+            _ => Err(self.not_the_leader()),
+        }
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let JoinRequest { node_id, address } = request.into_inner();
+        let JoinRequest {
+            node_id,
+            address,
+            forwarded,
+        } = request.into_inner();
         if address.is_empty() {
             return Err(Status::invalid_argument("address must not be empty"));
         }
-        match self.meta.leader() {
-            Some(leader) if leader == self.meta.id() => {
+        match self.meta.leader_address() {
+            Some((leader, _)) if leader == self.meta.id() => {
                 self.meta
                     .add_voter(node_id, &address)
                     .await
                     .map_err(|error| status(&error))?;
                 Ok(Response::new(JoinResponse { leader_id: leader }))
             }
-            Some(_) => {
-                // One hop: a follower passes the join on to the leader it knows.
-                let Some((_, leader_address)) = self.meta.leader_address() else {
-                    return Err(Status::unavailable("the leader's address is unknown"));
-                };
-                let mut client = self
-                    .meta
-                    .peers()
-                    .client(&leader_address)
-                    .map_err(|error| Status::unavailable(error.to_string()))?;
-                client.join(JoinRequest { node_id, address }).await
+            Some((_, leader_address)) if !forwarded => {
+                self.leader_client(&leader_address)?
+                    .join(JoinRequest {
+                        node_id,
+                        address,
+                        forwarded: true,
+                    })
+                    .await
             }
-            None => Err(Status::unavailable("no leader yet")),
+            _ => Err(self.not_the_leader()),
         }
+    }
+}
+
+impl ClusterService {
+    /// Returns a client of the leader, for the one hop a follower passes a request on.
+    fn leader_client(&self, address: &str) -> Result<ClusterClient<Channel>, Status> {
+        self.meta
+            .peers()
+            .client(address)
+            .map_err(|error| Status::unavailable(error.to_string()))
+    }
+
+    fn not_the_leader(&self) -> Status {
+        Status::unavailable(format!(
+            "node {} is not the leader and cannot pass the request on (leader: {:?})",
+            self.meta.id(),
+            self.meta.leader()
+        ))
     }
 }
