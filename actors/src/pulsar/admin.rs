@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -281,8 +281,49 @@ impl PulsarAdmin {
         }
     }
 
+    /// Moves `subscription` on `topic` (one partition, or a non-partitioned topic) so that the
+    /// next message its consumers read is `position` itself. Connected consumers of the
+    /// subscription are disconnected by the broker.
+    pub async fn reset_cursor(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        position: CursorPosition,
+    ) -> Result<(), AdminError> {
+        let path = format!(
+            "/admin/v2/{}/{}/{}/{}/subscription/{}/resetcursor",
+            if topic.persistent {
+                "persistent"
+            } else {
+                "non-persistent"
+            },
+            topic.tenant,
+            topic.namespace,
+            topic.local,
+            encode_path_segment(subscription)
+        );
+        let body = format!(
+            r#"{{"ledgerId":{},"entryId":{},"batchIndex":{},"isExcluded":false,"partitionIndex":-1}}"#,
+            position.ledger_id, position.entry_id, position.batch_index
+        );
+        match self.request("POST", &path, Some(body)).await? {
+            (status, _) if status.is_success() => Ok(()),
+            (status, body) => Err(status_error(&path, status, &body)),
+        }
+    }
+
     /// Issues a GET and returns the status and body.
     async fn get(&self, path: &str) -> Result<(StatusCode, String), AdminError> {
+        self.request("GET", path, None).await
+    }
+
+    /// Issues a request, with a JSON body when given, and returns the status and body.
+    async fn request(
+        &self,
+        method: &'static str,
+        path: &str,
+        json_body: Option<String>,
+    ) -> Result<(StatusCode, String), AdminError> {
         let request_error = |reason: String| AdminError::Request {
             path: path.to_owned(),
             reason,
@@ -295,9 +336,11 @@ impl PulsarAdmin {
                 })?;
             if self.tls {
                 let tls = tls_connect(self.trust_file.as_deref(), &self.host, tcp).await?;
-                self.exchange(TokioIo::new(tls), path).await
+                self.exchange(TokioIo::new(tls), method, path, json_body)
+                    .await
             } else {
-                self.exchange(TokioIo::new(tcp), path).await
+                self.exchange(TokioIo::new(tcp), method, path, json_body)
+                    .await
             }
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
@@ -306,7 +349,13 @@ impl PulsarAdmin {
             .map_err(request_error)
     }
 
-    async fn exchange<T>(&self, io: T, path: &str) -> Result<(StatusCode, String), String>
+    async fn exchange<T>(
+        &self,
+        io: T,
+        method: &'static str,
+        path: &str,
+        json_body: Option<String>,
+    ) -> Result<(StatusCode, String), String>
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -314,14 +363,19 @@ impl PulsarAdmin {
             .await
             .map_err(|error| error.to_string())?;
         let driver = tokio::spawn(connection);
-        let mut request = Request::get(path)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
             .header(hyper::header::ACCEPT, "application/json");
+        if json_body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
         if let Some(token) = &self.token {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
             .map_err(|error| error.to_string())?;
         let response = sender
             .send_request(request)
@@ -336,6 +390,30 @@ impl PulsarAdmin {
         driver.abort();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
+}
+
+/// A message position to move a subscription to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorPosition {
+    /// Ledger.
+    pub ledger_id: u64,
+    /// Entry within the ledger.
+    pub entry_id: u64,
+    /// Index within a batched entry, -1 when not batched.
+    pub batch_index: i32,
+}
+
+/// Percent-encodes a path segment (subscription names may hold any character).
+fn encode_path_segment(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 fn status_error(path: &str, status: StatusCode, body: &str) -> AdminError {
@@ -443,6 +521,12 @@ mod tests {
             runtime_setting(runtime, "brokerDeduplicationEnabled").as_deref(),
             Some("false")
         );
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(encode_path_segment("sub-1_a.b"), "sub-1_a.b");
+        assert_eq!(encode_path_segment("a b/c"), "a%20b%2Fc");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`batch`]: framing of outgoing messages into SEND commands (pure).
 //! - [`connection`]: one broker connection: dial, TLS, CONNECT, lookup with redirects.
 //! - [`admin`]: the admin REST calls Ferry needs (is deduplication on for a topic?).
+//! - [`sink_consumer`]: the input side of sinks (Exclusive/Failover, acks, seek, close).
 
 pub mod admin;
 pub mod batch;
 pub mod connection;
 pub mod error;
 pub mod producer_session;
+pub mod sink_consumer;
 
 pub use batch::{BatchingOptions, OutgoingMessage};
 pub use error::SessionError;
