@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what building and testing Ferry needs and the machine lacks:
-# a C compiler (ring, a TLS dependency), curl (health checks), a JDK 17+ and Maven (the Pulsar
-# broker and its fetch). Rust itself comes from rustup (rust-toolchain.toml pins the release).
+# a C compiler (ring, a TLS dependency), curl (health checks), openssl (the test broker's TLS
+# certificates), a JDK 17+ and Maven (the Pulsar broker and its fetch). Rust itself comes from rustup (rust-toolchain.toml pins the release).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -11,6 +11,7 @@ need() { # command package
 }
 need cc gcc
 need curl curl
+need openssl openssl
 need mvn maven
 java_ok=false
 if command -v java >/dev/null 2>&1; then

@@ -281,3 +281,50 @@ async fn bad_messages_fail_with_errors_naming_the_problem() {
 fn tracing_free_log(line: &str) {
     eprintln!("producer_session test: {line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_publishes_over_tls() {
+    let broker = broker::broker();
+    let tls_settings = PulsarSettings {
+        tls_trust_certs_file: Some(broker.tls_trust_certs_file.clone()),
+        ..PulsarSettings::new(broker.tls_url.clone())
+    };
+    let topic = fresh_topic("session-tls");
+    let mut session = ProducerSession::open(
+        tls_settings,
+        ProducerSessionOptions::new(&topic, unique_name("tls-producer")),
+    )
+    .await
+    .expect("open a session over TLS");
+    let mut receipts = Vec::new();
+    for id in 1..=500 {
+        receipts.push(session.send(message(id)).await.expect("send"));
+    }
+    for receipt in receipts {
+        assert!(matches!(receipt.await, Ok(Receipt::Persisted { .. })));
+    }
+    session.close().await.expect("close");
+    let ids = read_sequence_ids(&settings(), &topic, 500).await;
+    assert_exactly_once_in_order(&ids, 500);
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_an_unknown_ca_is_refused() {
+    let broker = broker::broker();
+    // Without the test CA only the public roots are trusted.
+    let error = ProducerSession::open(
+        PulsarSettings::new(broker.tls_url.clone()),
+        ProducerSessionOptions {
+            reconnect_deadline: Duration::ZERO,
+            ..ProducerSessionOptions::new(fresh_topic("session-tls-bad"), unique_name("p"))
+        },
+    )
+    .await
+    .expect_err("an unknown CA");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("tls with {} failed", broker.tls_url)),
+        "{message}"
+    );
+    assert!(message.contains("UnknownIssuer"), "{message}");
+}

@@ -103,3 +103,28 @@ async fn produces_and_consumes_ten_thousand_messages_in_order() {
     );
     consumer.close().await.expect("close consumer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_connects_over_tls_with_the_test_ca() {
+    let broker = broker::broker();
+    let settings = PulsarSettings {
+        tls_trust_certs_file: Some(broker.tls_trust_certs_file.clone()),
+        ..PulsarSettings::new(broker.tls_url.clone())
+    };
+    let client = settings.connect().await.expect("connect over TLS");
+    let topic = format!("persistent://public/default/{}", unique_name("tls-client"));
+    let mut producer = client
+        .producer()
+        .with_topic(&topic)
+        .build()
+        .await
+        .expect("producer over TLS");
+    let receipt = producer
+        .send_non_blocking(b"over tls".to_vec())
+        .await
+        .expect("send")
+        .await
+        .expect("receipt");
+    assert!(receipt.message_id.is_some());
+    producer.close().await.expect("close");
+}

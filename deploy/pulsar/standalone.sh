@@ -14,6 +14,8 @@
 #   FERRY_PULSAR_STATE_DIR   pid file, logs, data, generated conf  ($FERRY_CACHE_DIR/pulsar-standalone)
 #   FERRY_PULSAR_PORT        binary protocol port                  (6650)
 #   FERRY_PULSAR_HTTP_PORT   admin REST port                       (8080)
+#   FERRY_PULSAR_TLS_PORT    binary protocol port with TLS         (6651; certificates for
+#                            127.0.0.1/localhost signed by a test CA in $state_dir/tls)
 #   FERRY_PULSAR_START_TIMEOUT  seconds to wait for health         (240)
 #   PULSAR_MEM               JVM memory flags                      (sized for 2 cores / 24 GiB)
 set -euo pipefail
@@ -24,11 +26,13 @@ cache_dir=${FERRY_CACHE_DIR:-$HOME/.cache/ferry}
 state_dir=${FERRY_PULSAR_STATE_DIR:-$cache_dir/pulsar-standalone}
 port=${FERRY_PULSAR_PORT:-6650}
 http_port=${FERRY_PULSAR_HTTP_PORT:-8080}
+tls_port=${FERRY_PULSAR_TLS_PORT:-6651}
 start_timeout=${FERRY_PULSAR_START_TIMEOUT:-240}
 m2_dir=$cache_dir/m2
 dist_root=$cache_dir/pulsar
 home=$dist_root/apache-pulsar-$version
 pid_file=$state_dir/pulsar.pid
+tls_dir=$state_dir/tls
 log_dir=$state_dir/logs
 console_log=$log_dir/standalone-console.log
 health_url="http://127.0.0.1:$http_port/admin/v2/brokers/health"
@@ -91,6 +95,27 @@ fetch() {
   rmdir "$tmp"
 }
 
+# A test certificate authority and a broker certificate for 127.0.0.1 and localhost, made once.
+# Clients trust $tls_dir/ca.cert.pem.
+make_certificates() {
+  [[ -f $tls_dir/broker.key-pk8.pem && -f $tls_dir/ca.cert.pem ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found: install it (apt-get install openssl)"
+  log "making test TLS certificates in $tls_dir"
+  mkdir -p "$tls_dir"
+  (
+    cd "$tls_dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ferry test ca" \
+      -keyout ca.key.pem -out ca.cert.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout broker.key.pem -out broker.csr.pem 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > broker.ext
+    openssl x509 -req -in broker.csr.pem -CA ca.cert.pem -CAkey ca.key.pem -CAcreateserial \
+      -days 3650 -extfile broker.ext -out broker.cert.pem 2>/dev/null
+    # The broker reads its key in PKCS#8.
+    openssl pkcs8 -topk8 -nocrypt -in broker.key.pem -out broker.key-pk8.pem
+  ) || die "could not make TLS certificates in $tls_dir"
+}
+
 write_config() {
   local conf=$state_dir/standalone.conf
   cp "$home/conf/standalone.conf" "$conf"
@@ -106,6 +131,11 @@ webServicePort=$http_port
 brokerDeduplicationEnabled=true
 # Tests and checkers read topics long after writing them.
 brokerDeleteInactiveTopicsEnabled=false
+# TLS on a second port, for the TLS paths of Ferry's Pulsar clients.
+brokerServicePortTls=$tls_port
+tlsCertificateFilePath=$tls_dir/broker.cert.pem
+tlsKeyFilePath=$tls_dir/broker.key-pk8.pem
+tlsTrustCertsFilePath=$tls_dir/ca.cert.pem
 CONF
   echo "$conf"
 }
@@ -127,6 +157,7 @@ start() {
   pick_java
   fetch
   mkdir -p "$state_dir" "$log_dir" "$state_dir/data"
+  make_certificates
   local conf
   conf=$(write_config)
   log "starting Pulsar $version (JAVA_HOME=${JAVA_HOME:-system}) on 127.0.0.1:$port, http $http_port"
@@ -158,7 +189,7 @@ wait_healthy() {
       exit 1
     fi
     if healthy; then
-      log "healthy after $(( SECONDS - started )) s (pid $pid): pulsar://127.0.0.1:$port, http://127.0.0.1:$http_port"
+      log "healthy after $(( SECONDS - started )) s (pid $pid): pulsar://127.0.0.1:$port, pulsar+ssl://127.0.0.1:$tls_port (CA $tls_dir/ca.cert.pem), http://127.0.0.1:$http_port"
       return 0
     fi
     sleep 1

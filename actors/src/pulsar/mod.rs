@@ -59,6 +59,14 @@ pub enum PulsarConnectError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// The TLS trust file could not be read.
+    #[error("cannot read tls_trust_certs_file {}: {reason}", path.display())]
+    TrustCertsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The broker could not be reached or refused the connection.
     #[error("cannot connect to pulsar at {url}: {source}")]
     Connect {
@@ -102,6 +110,14 @@ impl PulsarSettings {
     pub async fn connect(&self) -> Result<Pulsar<TokioExecutor>, PulsarConnectError> {
         self.validate()?;
         let mut builder = Pulsar::builder(self.url.clone(), TokioExecutor);
+        if let Some(path) = &self.tls_trust_certs_file {
+            builder = builder.with_certificate_chain_file(path).map_err(|error| {
+                PulsarConnectError::TrustCertsFile {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                }
+            })?;
+        }
         if let Some(token) = &self.token {
             builder = builder.with_auth(Authentication {
                 name: "token".to_owned(),

@@ -12,6 +12,12 @@ use std::time::Duration;
 pub const PULSAR_URL_VAR: &str = "PULSAR_URL";
 /// Environment variable naming the broker's admin REST URL.
 pub const PULSAR_ADMIN_URL_VAR: &str = "PULSAR_ADMIN_URL";
+/// Environment variable naming the broker's TLS service URL.
+pub const PULSAR_TLS_URL_VAR: &str = "PULSAR_TLS_URL";
+/// Environment variable naming the PEM file of the CA that signed the broker's certificate.
+pub const PULSAR_TLS_TRUST_CERTS_VAR: &str = "PULSAR_TLS_TRUST_CERTS";
+/// TLS service URL used when `PULSAR_TLS_URL` is not set.
+pub const DEFAULT_PULSAR_TLS_URL: &str = "pulsar+ssl://127.0.0.1:6651";
 /// Service URL used when `PULSAR_URL` is not set.
 pub const DEFAULT_PULSAR_URL: &str = "pulsar://127.0.0.1:6650";
 /// Admin REST URL used when `PULSAR_ADMIN_URL` is not set.
@@ -26,6 +32,10 @@ pub struct Broker {
     pub url: String,
     /// Admin REST base URL, `http://host:port`.
     pub admin_url: String,
+    /// Service URL with TLS, `pulsar+ssl://host:port`.
+    pub tls_url: String,
+    /// PEM file of the CA that signed the broker's TLS certificate.
+    pub tls_trust_certs_file: std::path::PathBuf,
 }
 
 /// Returns the test broker, checked once per test process.
@@ -38,7 +48,14 @@ pub fn broker() -> Broker {
     match CHECKED.get_or_init(|| {
         let url = env_or(PULSAR_URL_VAR, DEFAULT_PULSAR_URL);
         let admin_url = env_or(PULSAR_ADMIN_URL_VAR, DEFAULT_PULSAR_ADMIN_URL);
-        check(&url, &admin_url).map(|()| Broker { url, admin_url })
+        check(&url, &admin_url).map(|()| Broker {
+            url,
+            admin_url,
+            tls_url: env_or(PULSAR_TLS_URL_VAR, DEFAULT_PULSAR_TLS_URL),
+            tls_trust_certs_file: std::env::var_os(PULSAR_TLS_TRUST_CERTS_VAR)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(default_trust_certs_file),
+        })
     }) {
         Ok(broker) => broker.clone(),
         Err(reason) => panic!(
@@ -47,6 +64,22 @@ pub fn broker() -> Broker {
              {PULSAR_ADMIN_URL_VAR} at a running broker"
         ),
     }
+}
+
+/// Where `deploy/pulsar/standalone.sh` keeps its test CA (it honours the same variables).
+fn default_trust_certs_file() -> std::path::PathBuf {
+    let state_dir = std::env::var_os("FERRY_PULSAR_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("FERRY_CACHE_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/ferry")
+                });
+            cache.join("pulsar-standalone")
+        });
+    state_dir.join("tls/ca.cert.pem")
 }
 
 fn env_or(name: &str, default: &str) -> String {
