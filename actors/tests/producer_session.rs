@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{CuttableDialer, assert_exactly_once_in_order, message, read_sequence_ids};
+use ferry_actors::pulsar::partition_count;
 use ferry_actors::pulsar::{
     OutgoingMessage, ProducerSession, ProducerSessionOptions, PulsarSettings, Receipt, SessionError,
 };
+use ferry_test_support::broker::http_request;
 use ferry_test_support::{broker, unique_name};
 
 const COUNT: u64 = 10_000;
@@ -327,4 +329,53 @@ async fn a_broker_certificate_from_an_unknown_ca_is_refused() {
         "{message}"
     );
     assert!(message.contains("UnknownIssuer"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_topic_takes_one_session_per_partition() {
+    let local = unique_name("session-partitioned");
+    let topic = format!("persistent://public/default/{local}");
+    let (status, body) = http_request(
+        "PUT",
+        &broker::broker().admin_url,
+        &format!("/admin/v2/persistent/public/default/{local}/partitions"),
+        Some("3"),
+    )
+    .expect("create partitioned topic");
+    assert!((200..300).contains(&status), "{status}: {body}");
+    let timeout = Duration::from_secs(10);
+    assert_eq!(
+        partition_count(&settings(), &topic, timeout)
+            .await
+            .expect("partitions"),
+        3
+    );
+    assert_eq!(
+        partition_count(&settings(), &fresh_topic("plain"), timeout)
+            .await
+            .expect("partitions"),
+        0
+    );
+
+    let name = unique_name("partitioned-producer");
+    for partition in 0..3 {
+        let partition_topic = format!("{topic}-partition-{partition}");
+        let mut session = ProducerSession::open(
+            settings(),
+            ProducerSessionOptions::new(&partition_topic, &name),
+        )
+        .await
+        .expect("open a session on the partition");
+        assert_eq!(session.last_sequence_id(), None);
+        let mut receipts = Vec::new();
+        for id in 1..=100 {
+            receipts.push(session.send(message(id)).await.expect("send"));
+        }
+        for receipt in receipts {
+            receipt.await.expect("persisted");
+        }
+        session.close().await.expect("close");
+        let ids = read_sequence_ids(&settings(), &partition_topic, 100).await;
+        assert_exactly_once_in_order(&ids, 100);
+    }
 }

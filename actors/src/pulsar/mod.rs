@@ -19,7 +19,7 @@ pub mod sink_consumer;
 pub use batch::{BatchingOptions, OutgoingMessage};
 pub use error::SessionError;
 pub use producer_session::{
-    MessageId, PendingReceipt, ProducerSession, ProducerSessionOptions, Receipt,
+    MessageId, PendingReceipt, ProducerSession, ProducerSessionOptions, Receipt, partition_count,
 };
 
 use ::pulsar::{Authentication, Pulsar, TokioExecutor};

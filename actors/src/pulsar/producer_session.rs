@@ -30,8 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pulsar::message::Message as Frame;
 use pulsar::message::proto::{
-    BaseCommand, CommandCloseProducer, CommandProducer, ProducerAccessMode, ServerError,
-    base_command::Type as CommandType,
+    BaseCommand, CommandCloseProducer, CommandPartitionedTopicMetadata, CommandProducer,
+    ProducerAccessMode, ServerError, base_command::Type as CommandType,
+    command_partitioned_topic_metadata_response,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -305,6 +306,47 @@ impl ProducerSession {
         receiver
             .await
             .unwrap_or_else(|_| Err(closed_error(&self.failure)))
+    }
+}
+
+/// Returns how many partitions `topic` has (0: not partitioned). A partitioned topic takes one
+/// session per partition, on `<topic>-partition-<n>`.
+pub async fn partition_count(
+    settings: &PulsarSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u32, SessionError> {
+    let service = BrokerUrl::parse(&settings.url)?;
+    let mut connection = BrokerConnection::open(settings, &TcpDialer, &service, timeout).await?;
+    let request_id = connection.next_request_id();
+    let request = Frame {
+        command: BaseCommand {
+            r#type: CommandType::PartitionedMetadata as i32,
+            partition_metadata: Some(CommandPartitionedTopicMetadata {
+                topic: topic.to_owned(),
+                request_id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        payload: None,
+    };
+    let operation = format!("reading the partitions of {topic}");
+    let response = connection
+        .request(request, request_id, &operation, timeout)
+        .await?;
+    let answer = response.partition_metadata_response.unwrap_or_default();
+    match answer.response() {
+        command_partitioned_topic_metadata_response::LookupType::Success => {
+            Ok(answer.partitions.unwrap_or(0))
+        }
+        command_partitioned_topic_metadata_response::LookupType::Failed => {
+            Err(SessionError::Broker {
+                operation,
+                error: answer.error(),
+                message: answer.message.unwrap_or_default(),
+            })
+        }
     }
 }
 
