@@ -11,6 +11,7 @@ use ferry_proto::admin::v1::admin_client::AdminClient;
 use tonic::transport::Endpoint;
 use tracing::info;
 
+use crate::bench::{self, BenchCommand};
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
 use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
@@ -38,6 +39,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Prints this binary's version, and a node's with --admin-url.
     Version(VersionArgs),
+    /// Measures parts of Ferry against a floor measured in the same run.
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
 
 /// Flags of `ferry serve`. Each may also be set by its `FERRY_*` environment variable or in the
@@ -113,14 +120,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime::block_on(serve(args))?
         }
         Command::Version(args) => runtime::block_on(version(args))?,
+        Command::Bench { command } => {
+            init_logging_at("warn");
+            runtime::block_on(bench::run(command))?
+        }
     }
 }
 
 /// Logs go to standard error, filtered by `FERRY_LOG` (default `info`).
 fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logs go to standard error, filtered by `FERRY_LOG` (default `level`).
+fn init_logging_at(level: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

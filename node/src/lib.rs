@@ -7,12 +7,14 @@
 //! - [`server`]: `ferry serve`, the node's gRPC server (admin API and gRPC health) with a clean
 //!   stop on SIGTERM or Ctrl-C.
 //! - [`admin`]: the `ferry.admin.v1.Admin` service.
+//! - [`bench`]: `ferry bench`, measurements reported against a floor from the same run.
 //! - [`meta`]: the metadata store (openraft over redb and tonic) and its node-side handle.
 //! - [`settings`]: `ferry serve`'s settings from flags, `FERRY_*` variables, a TOML file and the
 //!   identity stored in the data directory.
 //! - [`runtime`]: the one multi-thread tokio runtime that actix, tonic and pulsar-rs share.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod meta;
 pub mod runtime;

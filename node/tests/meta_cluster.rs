@@ -18,27 +18,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_node::meta::local::LocalNode;
 use ferry_node::meta::node::DEFAULT_WRITE_TIMEOUT;
 use ferry_node::meta::state::{
     Command, ConnectorKind, ConnectorName, ConnectorSpec, DesiredState, Guarantee, InstanceKey,
     NodeId, NodeState, Outcome, Rejection, State,
 };
 use ferry_node::meta::{Faults, Meta, MetaSettings, RaftTuning};
-use ferry_node::server;
 use ferry_test_support::wait;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::info;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One running node: its metadata store handle and its gRPC server.
-struct RunningNode {
-    meta: Meta,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<Result<(), server::ServeError>>,
-}
 
 /// In-process nodes sharing one fault knob, after openraft's test router.
 struct TestCluster {
@@ -46,7 +37,7 @@ struct TestCluster {
     tuning: RaftTuning,
     dirs: BTreeMap<NodeId, TempDir>,
     addresses: BTreeMap<NodeId, SocketAddr>,
-    running: BTreeMap<NodeId, RunningNode>,
+    running: BTreeMap<NodeId, LocalNode>,
 }
 
 impl TestCluster {
@@ -89,57 +80,30 @@ impl TestCluster {
             .get(&id)
             .copied()
             .unwrap_or_else(|| "127.0.0.1:0".parse().expect("an address"));
-        let listener = server::bind(address).await.expect("bind");
-        let address = listener.local_addr().expect("bound address");
-        self.addresses.insert(id, address);
-        let meta = Meta::start(
-            MetaSettings {
-                node_id: id,
-                advertise: address.to_string(),
-                data_dir: self.dirs[&id].path().to_owned(),
-                tuning: self.tuning.clone(),
-                write_timeout: DEFAULT_WRITE_TIMEOUT,
-            },
+        let node = LocalNode::start(
+            id,
+            address,
+            self.dirs[&id].path(),
+            self.tuning.clone(),
             self.faults.clone(),
         )
         .await
-        .expect("the store opens");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(
-            listener,
-            async {
-                let _ = stopped.await;
-                "test stop"
-            },
-            Duration::from_secs(2),
-            Some(meta.cluster_service()),
-        ));
-        self.running.insert(
-            id,
-            RunningNode {
-                meta: meta.clone(),
-                stop,
-                server,
-            },
-        );
+        .expect("the node starts");
+        self.addresses.insert(id, node.address);
+        let meta = node.meta.clone();
+        self.running.insert(id, node);
         meta
     }
 
     /// Stops node `id` as a crash would: no handoff, no goodbye; its data directory stays.
     async fn kill(&mut self, id: NodeId) {
         let node = self.running.remove(&id).expect("a running node");
-        node.meta.shutdown().await.expect("raft stops");
-        let _ = node.stop.send(());
-        node.server
-            .await
-            .expect("server task")
-            .expect("server stops");
+        node.stop().await.expect("the node stops");
         info!(node = id, "node killed");
     }
 
     /// Starts node `id` again from its data directory on its old address.
     async fn restart(&mut self, id: NodeId) -> Meta {
-        // The previous incarnation's last handles close asynchronously: retry the open.
         let meta = self.run(id).await;
         info!(node = id, "node restarted");
         meta

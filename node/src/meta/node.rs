@@ -8,18 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::cluster::v1::cluster_server::ClusterServer;
-use ferry_proto::cluster::v1::{JoinRequest, RaftMessage, ReadIndexRequest};
+use ferry_proto::cluster::v1::{JoinRequest, ReadIndexRequest};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::TypeConfig;
-use super::codec::{self, CodecError};
+use super::codec::CodecError;
 use super::network::{Faults, MAX_MESSAGE_BYTES, NetworkFactory, PeerError, Peers};
 use super::service::ClusterService;
 use super::state::{Assignment, Command, InstanceKey, NodeId, Reply, State};
 use super::store::{self, StateMachineStore, StoreError};
+pub(crate) use super::write::LeaderWriteError;
+use super::write::{Batcher, Writer};
 
 /// How long a write keeps retrying (leader changes, forwarding failures) before it gives up.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,18 +107,20 @@ pub enum MetaError {
 
 impl MetaError {
     /// Returns whether trying again later may succeed.
-    fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
-}
 
-/// Why this node did not commit a write itself.
-#[derive(Debug)]
-pub(crate) enum LeaderWriteError {
-    /// This node is not the leader; the leader's id and address when known.
-    NotLeader(Option<(NodeId, String)>),
-    /// The write failed.
-    Failed(MetaError),
+    /// Returns the same error for another waiter of a failed batch.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Unavailable(message) => Self::Unavailable(message.clone()),
+            Self::Refused(message) => Self::Refused(message.clone()),
+            Self::Membership(message) => Self::Membership(message.clone()),
+            Self::Config(message) => Self::Config(message.clone()),
+            other => Self::Stopped(other.to_string()),
+        }
+    }
 }
 
 /// A running member of the metadata store. Clones share it.
@@ -128,6 +132,8 @@ pub struct Meta {
     state_machine: StateMachineStore,
     peers: Peers,
     write_timeout: Duration,
+    writer: Writer,
+    batcher: Batcher,
 }
 
 impl std::fmt::Debug for Meta {
@@ -171,11 +177,19 @@ impl Meta {
         )
         .await
         .map_err(|error| MetaError::Stopped(error.to_string()))?;
+        let writer = Writer {
+            id: settings.node_id,
+            raft: raft.clone(),
+            peers: peers.clone(),
+            write_timeout: settings.write_timeout,
+        };
         Ok(Self {
             id: settings.node_id,
             advertise: settings.advertise,
             raft,
             state_machine,
+            writer: writer.clone(),
+            batcher: Batcher::start(writer),
             peers,
             write_timeout: settings.write_timeout,
         })
@@ -331,87 +345,21 @@ impl Meta {
     /// Commits `command` through the leader and returns its reply. A follower forwards it; a
     /// leader change is retried until the write timeout (commands are idempotent, so a retry of
     /// a write that did commit is harmless and answered as the command's re-application).
+    /// Concurrent checkpoint commits share one log entry (one fsync per node).
     pub async fn write(&self, command: Command) -> Result<Reply, MetaError> {
-        let deadline = Instant::now() + self.write_timeout;
-        loop {
-            let error = match self.write_once(&command).await {
-                Ok(reply) => return Ok(reply),
-                Err(error) => error,
-            };
-            if !error.is_retryable() || Instant::now() >= deadline {
-                return Err(error);
-            }
-            tokio::time::sleep(RETRY_INTERVAL).await;
+        if command.is_batchable() {
+            self.batcher.write(command).await
+        } else {
+            self.writer.write(command).await
         }
     }
 
-    async fn write_once(&self, command: &Command) -> Result<Reply, MetaError> {
-        match self.write_as_leader(command.clone()).await {
-            Err(LeaderWriteError::NotLeader(Some(leader))) if leader.0 != self.id => {
-                self.forward_write(&leader.1, command).await
-            }
-            Err(LeaderWriteError::NotLeader(_)) => {
-                Err(MetaError::Unavailable("no leader".to_owned()))
-            }
-            Err(LeaderWriteError::Failed(error)) => Err(error),
-            Ok(reply) => Ok(reply),
-        }
-    }
-
-    /// Commits `command` on this node only if it is the leader (also the far end of a forward).
+    /// Commits `command` on this node only if it is the leader (the far end of a forward).
     pub(crate) async fn write_as_leader(
         &self,
         command: Command,
     ) -> Result<Reply, LeaderWriteError> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(LeaderWriteError::NotLeader(
-                    forward
-                        .leader_id
-                        .zip(forward.leader_node)
-                        .map(|(id, node)| (id, node.addr)),
-                ))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => Err(
-                LeaderWriteError::Failed(MetaError::Membership(error.to_string())),
-            ),
-            Err(RaftError::Fatal(fatal)) => Err(LeaderWriteError::Failed(MetaError::Stopped(
-                fatal.to_string(),
-            ))),
-        }
-    }
-
-    async fn forward_write(&self, leader: &str, command: &Command) -> Result<Reply, MetaError> {
-        let mut client = self.peers.client(leader)?;
-        let message = RaftMessage {
-            payload: codec::encode("command", command)?.into(),
-        };
-        let answer = tokio::time::timeout(FORWARD_TIMEOUT, client.forward_write(message)).await;
-        match answer {
-            Ok(Ok(response)) => Ok(codec::decode("reply", &response.into_inner().payload)?),
-            // The leader refused the command itself: retrying cannot help.
-            Ok(Err(status))
-                if matches!(
-                    status.code(),
-                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
-                ) =>
-            {
-                Err(MetaError::Refused(format!(
-                    "leader at {leader}: {}",
-                    status.message()
-                )))
-            }
-            // Anything else (not the leader any more, a connection cut mid-call) may have
-            // committed or not: the retry is safe because commands are idempotent.
-            Ok(Err(status)) => Err(MetaError::Unavailable(format!(
-                "leader at {leader}: {}",
-                status.message()
-            ))),
-            Err(_) => Err(MetaError::Unavailable(format!(
-                "leader at {leader} did not answer within {FORWARD_TIMEOUT:?}"
-            ))),
-        }
+        self.writer.write_as_leader(command).await
     }
 
     /// Returns the leader's read index (on the leader: the far end of [`Meta::read`] from a
@@ -523,6 +471,12 @@ impl Meta {
             }
         });
         receiver
+    }
+
+    /// Returns a handle that tells when this node's store is closed, after every clone of this
+    /// handle is dropped and Raft has stopped.
+    pub fn closed_signal(&self) -> super::store::ClosedSignal {
+        self.state_machine.closed_signal()
     }
 
     /// Stops Raft on this node.

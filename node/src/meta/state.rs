@@ -327,6 +327,17 @@ pub enum Command {
         /// The new position; None forgets the checkpoint.
         position: Option<Vec<u8>>,
     },
+    /// Checkpoint commits gathered into one log entry, applied in order, each with its own
+    /// reply. Only `CommitCheckpoint` may be batched: it makes no epoch, so sharing one log index
+    /// is harmless.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Returns whether this command may travel in a [`Command::Batch`].
+    pub fn is_batchable(&self) -> bool {
+        matches!(self, Self::CommitCheckpoint { .. })
+    }
 }
 
 /// What an applied command did.
@@ -346,6 +357,8 @@ pub enum Outcome {
         /// True when this exact commit had already been applied (a retry).
         duplicate: bool,
     },
+    /// The replies of a batch's commands, in order.
+    Batch(Vec<Reply>),
 }
 
 /// Why a command was refused. The state is unchanged by a refused command.
@@ -534,6 +547,18 @@ impl State {
                 instance,
                 position,
             } => self.reset_offsets(connector, *instance, position.as_ref()),
+            Command::Batch(commands) => Ok(Outcome::Batch(
+                commands
+                    .iter()
+                    .map(|command| {
+                        if command.is_batchable() {
+                            self.apply(index, command)
+                        } else {
+                            Err(invalid("batch", "only checkpoint commits may be batched"))
+                        }
+                    })
+                    .collect(),
+            )),
         }
     }
 
@@ -1026,6 +1051,33 @@ mod tests {
             Err(Rejection::CheckpointGap { key: key(0) })
         );
         assert_eq!(state.checkpoints[&key(0)].position, b"p1");
+    }
+
+    #[test]
+    fn a_batch_applies_its_commits_in_order_and_refuses_other_commands() {
+        let mut state = assigned_state();
+        let batch = Command::Batch(vec![
+            commit(10, None, b"p1"),
+            commit(10, Some(b"p1"), b"p2"),
+            commit(9, Some(b"p2"), b"p3"),
+            Command::NodeDown { node: 2 },
+        ]);
+        let Ok(Outcome::Batch(replies)) = state.apply(11, &batch) else {
+            panic!("a batch answers with a batch");
+        };
+        assert_eq!(
+            replies[0],
+            Ok(Outcome::CheckpointCommitted { duplicate: false })
+        );
+        assert_eq!(
+            replies[1],
+            Ok(Outcome::CheckpointCommitted { duplicate: false })
+        );
+        assert!(matches!(replies[2], Err(Rejection::StaleEpoch { .. })));
+        assert!(matches!(replies[3], Err(Rejection::InvalidArgument { .. })));
+        assert_eq!(state.checkpoints[&key(0)].position, b"p2");
+        assert_eq!(state.nodes[&2].state, NodeState::Active);
+        assert_idempotent(assigned_state(), 11, &batch);
     }
 
     #[test]

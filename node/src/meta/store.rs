@@ -1,8 +1,9 @@
 //! Durable storage of the metadata store: the Raft log, the vote, and state-machine snapshots in
 //! one redb database (`<data dir>/meta.redb`).
 //!
-//! - [`LogStore`] implements openraft's `RaftLogStorage`. An append is reported done only after
-//!   its redb transaction committed with `Durability::Immediate` (fsync); so is a vote.
+//! - [`LogStore`] (in `log_store`) implements openraft's `RaftLogStorage`. An append is
+//!   reported flushed only after its redb transaction committed with `Durability::Immediate`
+//!   (fsync); so is a vote.
 //! - [`StateMachineStore`] implements `RaftStateMachine`. The applied state lives in memory and
 //!   is made durable by snapshots: a snapshot is written (fsync'd) to the same database before
 //!   openraft may purge the log behind it, and at start the state is the last snapshot, to which
@@ -10,41 +11,44 @@
 //!   stored for that). Applying therefore needs no fsync of its own, and a crash can lose
 //!   nothing that was committed.
 //!
-//! All redb work runs on tokio's blocking pool. One database holds both halves, so a
-//! durable commit of either also makes every earlier commit durable.
+//! redb work runs on tokio's blocking pool or the log's writer thread. One database holds both
+//! halves, so a durable commit of either also makes every earlier commit durable.
 
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,
-    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::TypeConfig;
 use super::codec::{self, CodecError};
+pub use super::log_store::LogStore;
 use super::state::{Outcome, Reply, State};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "meta.redb";
 
+/// How long opening waits for a store this process is still closing.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Log entries by index.
-const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+pub(super) const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
 /// The vote, the committed log id and the last purged log id, by name.
-const LOG_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("log_meta");
+pub(super) const LOG_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("log_meta");
 /// The current snapshot (meta and data) under one key.
 const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
 
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const LAST_PURGED: &str = "last_purged";
+pub(super) const VOTE: &str = "vote";
+pub(super) const COMMITTED: &str = "committed";
+pub(super) const LAST_PURGED: &str = "last_purged";
 const CURRENT_SNAPSHOT: &str = "current";
 
 type NodeId = u64;
@@ -87,6 +91,12 @@ pub enum StoreError {
     /// A stored value does not decode.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The log writer thread could not start.
+    #[error("cannot start the log writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The log writer thread stopped (the store is shutting down).
+    #[error("the log writer thread stopped")]
+    WriterStopped,
     /// A blocking task panicked or was cancelled.
     #[error("metadata store task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -99,7 +109,7 @@ impl StoreError {
 }
 
 /// Runs blocking redb work on tokio's blocking pool.
-async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+pub(super) async fn blocking<T, F>(work: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -107,7 +117,7 @@ where
     tokio::task::spawn_blocking(work).await?
 }
 
-fn redb_error(error: impl Into<redb::Error>) -> StoreError {
+pub(super) fn redb_error(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Database(error.into())
 }
 
@@ -124,8 +134,21 @@ struct StoredSnapshot {
 /// snapshot) is decoded here, so a corrupted or truncated file fails with an error naming it
 /// instead of surfacing later inside Raft.
 pub async fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
-    let data_dir = data_dir.to_owned();
-    let (db, snapshot) = blocking(move || open_blocking(&data_dir)).await?;
+    // A store closed in this process a moment ago may still be held by its log writer thread,
+    // which ends on its own once it sees the store dropped: wait for it, briefly.
+    let deadline = std::time::Instant::now() + REOPEN_WAIT;
+    let (db, snapshot) = loop {
+        let dir = data_dir.to_owned();
+        match blocking(move || open_blocking(&dir)).await {
+            Err(StoreError::Open {
+                source: redb::Error::DatabaseAlreadyOpen,
+                ..
+            }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            opened => break opened?,
+        }
+    };
     let db = Arc::new(db);
     let applied = match snapshot {
         Some(snapshot) => Applied {
@@ -137,7 +160,7 @@ pub async fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), Stor
     };
     let (applied_index, _) = watch::channel(applied.last_applied.map_or(0, |log_id| log_id.index));
     Ok((
-        LogStore { db: db.clone() },
+        LogStore::new(db.clone())?,
         StateMachineStore {
             db,
             applied: Arc::new(RwLock::new(applied)),
@@ -208,216 +231,21 @@ fn open_blocking(data_dir: &Path) -> Result<(Database, Option<StoredSnapshot>), 
     Ok((db, snapshot))
 }
 
-/// Writes one value of the log meta table.
-fn put_meta(
-    db: &Database,
-    key: &'static str,
-    value: &[u8],
-    durability: Durability,
-) -> Result<(), StoreError> {
-    let mut txn = db.begin_write().map_err(redb_error)?;
-    txn.set_durability(durability).map_err(redb_error)?;
-    txn.open_table(LOG_META)
-        .map_err(redb_error)?
-        .insert(key, value)
-        .map_err(redb_error)?;
-    txn.commit().map_err(redb_error)?;
-    Ok(())
-}
-
-fn get_meta(db: &Database, key: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
-    let txn = db.begin_read().map_err(redb_error)?;
-    let table = txn.open_table(LOG_META).map_err(redb_error)?;
-    Ok(table
-        .get(key)
-        .map_err(redb_error)?
-        .map(|value| value.value().to_vec()))
-}
-
-/// The Raft log and vote.
+/// Tells when a store's database has been closed.
 #[derive(Debug, Clone)]
-pub struct LogStore {
-    db: Arc<Database>,
-}
+pub struct ClosedSignal(std::sync::Weak<Database>);
 
-impl LogStore {
-    async fn read_meta<T>(
-        &self,
-        key: &'static str,
-        what: &'static str,
-    ) -> Result<Option<T>, StoreError>
-    where
-        T: serde::de::DeserializeOwned + Send + 'static,
-    {
-        let db = self.db.clone();
-        blocking(move || {
-            get_meta(&db, key)?
-                .map(|bytes| codec::decode(what, &bytes).map_err(StoreError::from))
-                .transpose()
-        })
-        .await
-    }
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        let bounds: (Bound<u64>, Bound<u64>) =
-            (range.start_bound().cloned(), range.end_bound().cloned());
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_read().map_err(redb_error)?;
-            let table = txn.open_table(LOG).map_err(redb_error)?;
-            let mut entries = Vec::new();
-            for item in table.range(bounds).map_err(redb_error)? {
-                let (_, value) = item.map_err(redb_error)?;
-                entries.push(codec::decode("log entry", value.value())?);
+impl ClosedSignal {
+    /// Waits until the database is closed, up to `timeout`; returns whether it is.
+    pub async fn wait(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.0.strong_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
             }
-            Ok(entries)
-        })
-        .await
-        .map_err(|error| StorageIOError::read_logs(error.any()).into())
-    }
-}
-
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = Self;
-
-    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let db = self.db.clone();
-        blocking(move || {
-            let last_purged_log_id = get_meta(&db, LAST_PURGED)?
-                .map(|bytes| codec::decode::<LogId<NodeId>>("log id", &bytes))
-                .transpose()?;
-            let txn = db.begin_read().map_err(redb_error)?;
-            let table = txn.open_table(LOG).map_err(redb_error)?;
-            let last_log_id = match table.last().map_err(redb_error)? {
-                Some((_, value)) => {
-                    Some(codec::decode::<Entry<TypeConfig>>("log entry", value.value())?.log_id)
-                }
-                None => last_purged_log_id,
-            };
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id,
-            })
-        })
-        .await
-        .map_err(|error| StorageIOError::read_logs(error.any()).into())
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        let db = self.db.clone();
-        let write = |error: StoreError| StorageIOError::write_vote(error.any()).into();
-        let bytes = codec::encode("vote", vote).map_err(|error| write(error.into()))?;
-        blocking(move || put_meta(&db, VOTE, &bytes, Durability::Immediate))
-            .await
-            .map_err(write)
-    }
-
-    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        self.read_meta(VOTE, "vote")
-            .await
-            .map_err(|error| StorageIOError::read_vote(error.any()).into())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        let Some(committed) = committed else {
-            return Ok(());
-        };
-        let db = self.db.clone();
-        let write = |error: StoreError| StorageIOError::write(error.any()).into();
-        let bytes = codec::encode("log id", &committed).map_err(|error| write(error.into()))?;
-        // Not fsync'd by itself: the committed id is a hint for re-applying at start, and the
-        // next durable append makes it durable too.
-        blocking(move || put_meta(&db, COMMITTED, &bytes, Durability::None))
-            .await
-            .map_err(write)
-    }
-
-    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        self.read_meta(COMMITTED, "log id")
-            .await
-            .map_err(|error| StorageIOError::read(error.any()).into())
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let write = |error: StoreError| StorageIOError::write_logs(error.any()).into();
-        let encoded = entries
-            .into_iter()
-            .map(|entry| Ok((entry.log_id.index, codec::encode("log entry", &entry)?)))
-            .collect::<Result<Vec<_>, CodecError>>()
-            .map_err(|error| write(error.into()))?;
-        let db = self.db.clone();
-        let written = blocking(move || {
-            let txn = db.begin_write().map_err(redb_error)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(redb_error)?;
-                for (index, bytes) in &encoded {
-                    table.insert(index, bytes.as_slice()).map_err(redb_error)?;
-                }
-            }
-            // Durability::Immediate (the default): commit returns after fsync.
-            txn.commit().map_err(redb_error)?;
-            Ok(())
-        })
-        .await;
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(error) => {
-                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
-                Err(write(error))
-            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-    }
-
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let db = self.db.clone();
-        blocking(move || {
-            let txn = db.begin_write().map_err(redb_error)?;
-            txn.open_table(LOG)
-                .map_err(redb_error)?
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(redb_error)?;
-            txn.commit().map_err(redb_error)?;
-            Ok(())
-        })
-        .await
-        .map_err(|error| StorageIOError::write_logs(error.any()).into())
-    }
-
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let db = self.db.clone();
-        let write = |error: StoreError| StorageIOError::write_logs(error.any()).into();
-        let bytes = codec::encode("log id", &log_id).map_err(|error| write(error.into()))?;
-        blocking(move || {
-            let txn = db.begin_write().map_err(redb_error)?;
-            txn.open_table(LOG_META)
-                .map_err(redb_error)?
-                .insert(LAST_PURGED, bytes.as_slice())
-                .map_err(redb_error)?;
-            txn.open_table(LOG)
-                .map_err(redb_error)?
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(redb_error)?;
-            txn.commit().map_err(redb_error)?;
-            Ok(())
-        })
-        .await
-        .map_err(write)
+        true
     }
 }
 
@@ -444,6 +272,12 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// Returns a handle that tells when the database behind this store has been closed (every
+    /// clone of both halves dropped, the log writer thread ended).
+    pub fn closed_signal(&self) -> ClosedSignal {
+        ClosedSignal(Arc::downgrade(&self.db))
+    }
+
     /// Returns a read guard on the applied state. Hold it briefly and never across an await.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         // A poisoned lock means a panic while applying, which never leaves the state half

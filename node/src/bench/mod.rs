@@ -1,0 +1,55 @@
+//! `ferry bench`: measurements that print ratios against a floor measured in the same run
+//! (../shared/DESIGN.md §9), never absolute pass/fail times.
+//!
+//! - [`meta`]: checkpoint commits through a 3-node metadata store on loopback.
+//! - [`producer`]: Ferry's producer session against pulsar-rs's batched producer.
+
+pub mod meta;
+pub mod producer;
+
+use clap::Subcommand;
+
+/// The `ferry bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Checkpoint commits/s and latency through a 3-node metadata store on loopback, against
+    /// the floor of one fdatasync plus one loopback round trip.
+    Meta(meta::MetaBenchArgs),
+    /// Messages/s and MB/s through Ferry's producer session (explicit sequence ids, batching)
+    /// and through pulsar-rs's own batched producer, on the same broker in the same run.
+    Producer(producer::ProducerBenchArgs),
+}
+
+/// Runs a `ferry bench` subcommand.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Meta(args) => meta::run(args).await,
+        BenchCommand::Producer(args) => producer::run(args).await,
+    }
+}
+
+/// Returns the value at `percent` of sorted `samples` (nearest rank), or zero when empty.
+pub fn percentile(sorted: &[std::time::Duration], percent: usize) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = (sorted.len() * percent)
+        .div_ceil(100)
+        .clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 50), Duration::from_millis(50));
+        assert_eq!(percentile(&samples, 99), Duration::from_millis(99));
+        assert_eq!(percentile(&samples[..1], 99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50), Duration::ZERO);
+    }
+}
