@@ -1,8 +1,9 @@
 //! The Raft log and vote in redb, with group commit.
 //!
 //! openraft's `append` contract is: entries are readable when the call returns, and durable when
-//! the callback fires. So `append` only puts the entries in an in-memory map of unflushed
-//! entries (which reads consult) and queues them for one writer thread; the thread commits every
+//! the callback fires. So `append` only puts the entries in an in-memory map of recent entries
+//! (which reads consult; it also keeps the last few thousand flushed ones, so replication rarely
+//! reads the database) and queues them for one writer thread; the thread commits every
 //! append queued behind the one it is flushing in a single redb transaction (one fsync), then
 //! fires their callbacks. Raft therefore replicates to followers while the leader's own fsync is
 //! under way, and concurrent writes share fsyncs instead of queueing for one each.
@@ -63,8 +64,71 @@ enum Change {
     Purge(u64, Vec<u8>),
 }
 
-/// Entries appended but not yet flushed, by index: what reads see before the database does.
-type Unflushed = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
+/// How many recent entries stay in memory after they are flushed, so replication reads them
+/// without a database read.
+const RECENT_CAPACITY: usize = 4096;
+
+/// The most recent entries, contiguous by index: every entry not yet flushed (what reads see
+/// before the database does), and up to [`RECENT_CAPACITY`] flushed ones before them.
+#[derive(Debug, Default)]
+struct RecentEntries {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// The log ids of the entries appended but not yet flushed.
+    unflushed: BTreeMap<u64, LogId<NodeId>>,
+}
+
+impl RecentEntries {
+    fn append(&mut self, entries: Vec<Entry<TypeConfig>>) {
+        for entry in entries {
+            self.unflushed.insert(entry.log_id.index, entry.log_id);
+            self.entries.insert(entry.log_id.index, entry);
+        }
+    }
+
+    /// Marks `flushed` durable, then forgets the oldest flushed entries beyond the capacity.
+    fn flushed(&mut self, flushed: impl Iterator<Item = LogId<NodeId>>) {
+        for log_id in flushed {
+            // Only if no truncation replaced it meanwhile.
+            if self.unflushed.get(&log_id.index) == Some(&log_id) {
+                self.unflushed.remove(&log_id.index);
+            }
+        }
+        while self.entries.len() > RECENT_CAPACITY {
+            match self.entries.first_key_value() {
+                Some((index, _)) if !self.unflushed.contains_key(index) => {
+                    let index = *index;
+                    self.entries.remove(&index);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|index, _| keep(*index));
+        self.unflushed.retain(|index, _| keep(*index));
+    }
+
+    /// Returns the entries in `bounds` if this cache holds all of them.
+    fn covering(&self, bounds: (Bound<u64>, Bound<u64>)) -> Option<Vec<Entry<TypeConfig>>> {
+        let (first, _) = self.entries.first_key_value()?;
+        let start = match bounds.0 {
+            Bound::Included(start) => start,
+            Bound::Excluded(start) => start.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        // Contiguous from `first` to the log's end: nothing in range lies elsewhere.
+        (start >= *first).then(|| {
+            self.entries
+                .range(bounds)
+                .map(|(_, entry)| entry.clone())
+                .collect()
+        })
+    }
+}
+
+/// The recent entries, shared by the store, its readers and the writer thread.
+type Recent = Arc<Mutex<RecentEntries>>;
 
 /// The latest committed log id, written along with the next transaction instead of costing one
 /// of its own on every commit.
@@ -91,11 +155,11 @@ impl Debug for WriteOp {
     }
 }
 
-/// Reads of the log: the database overlaid with the unflushed entries.
+/// Reads of the log: the recent entries, else the database overlaid with them.
 #[derive(Debug, Clone)]
 pub struct LogReader {
     db: Arc<Database>,
-    unflushed: Unflushed,
+    recent: Recent,
 }
 
 impl LogStore {
@@ -103,11 +167,11 @@ impl LogStore {
     /// clone is dropped.
     pub(crate) fn new(db: Arc<Database>) -> Result<Self, StoreError> {
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
-        let unflushed = Unflushed::default();
+        let recent = Recent::default();
         let committed = PendingCommitted::default();
         let writer = Writer {
             db: db.clone(),
-            unflushed: unflushed.clone(),
+            recent: recent.clone(),
             committed: committed.clone(),
         };
         std::thread::Builder::new()
@@ -115,7 +179,7 @@ impl LogStore {
             .spawn(move || writer.run(queue))
             .map_err(StoreError::Thread)?;
         Ok(Self {
-            reader: LogReader { db, unflushed },
+            reader: LogReader { db, recent },
             writes,
             committed,
         })
@@ -167,11 +231,19 @@ impl RaftLogReader<TypeConfig> for LogReader {
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         let bounds: (Bound<u64>, Bound<u64>) =
             (range.start_bound().cloned(), range.end_bound().cloned());
-        // The unflushed entries first: one flushed meanwhile is then found in the database.
-        let unflushed: Vec<Entry<TypeConfig>> = lock(&self.unflushed)
-            .range(bounds)
-            .map(|(_, entry)| entry.clone())
-            .collect();
+        // The recent entries first: one flushed and forgotten meanwhile is then found in the
+        // database.
+        let unflushed: Vec<Entry<TypeConfig>> = {
+            let recent = lock(&self.recent);
+            if let Some(entries) = recent.covering(bounds) {
+                return Ok(entries);
+            }
+            recent
+                .entries
+                .range(bounds)
+                .map(|(_, entry)| entry.clone())
+                .collect()
+        };
         let db = self.db.clone();
         let mut entries = blocking(move || {
             let txn = db.begin_read().map_err(redb_error)?;
@@ -207,7 +279,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
         let read = |error: StoreError| StorageIOError::read_logs(AnyError::new(&error));
-        let last_unflushed = lock(&self.reader.unflushed)
+        let last_unflushed = lock(&self.reader.recent)
+            .entries
             .last_key_value()
             .map(|(_, entry)| entry.log_id);
         let db = self.reader.db.clone();
@@ -285,12 +358,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|entry| Ok((entry.log_id, codec::encode("log entry", entry)?)))
             .collect::<Result<Vec<_>, CodecError>>()
             .map_err(|error| write(error.into()))?;
-        {
-            let mut unflushed = lock(&self.reader.unflushed);
-            for entry in entries {
-                unflushed.insert(entry.log_id.index, entry);
-            }
-        }
+        lock(&self.reader.recent).append(entries);
         self.writes
             .send(WriteOp::Append {
                 entries: encoded,
@@ -302,7 +370,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        lock(&self.reader.unflushed).retain(|index, _| *index < log_id.index);
+        lock(&self.reader.recent).retain(|index| index < log_id.index);
         self.write_and_wait(Change::Truncate(log_id.index))
             .await
             .map_err(|error| StorageIOError::write_logs(AnyError::new(&error)).into())
@@ -311,7 +379,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let write = |error: StoreError| StorageIOError::write_logs(AnyError::new(&error));
         let bytes = codec::encode("log id", &log_id).map_err(|error| write(error.into()))?;
-        lock(&self.reader.unflushed).retain(|index, _| *index > log_id.index);
+        lock(&self.reader.recent).retain(|index| index > log_id.index);
         self.write_and_wait(Change::Purge(log_id.index, bytes))
             .await
             .map_err(|error| write(error).into())
@@ -321,7 +389,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// The writer thread's state.
 struct Writer {
     db: Arc<Database>,
-    unflushed: Unflushed,
+    recent: Recent,
     committed: PendingCommitted,
 }
 
@@ -377,16 +445,11 @@ impl Writer {
         );
         match result {
             Ok(()) => {
-                let mut unflushed = lock(&self.unflushed);
-                for (entries, _) in &appends {
-                    for (log_id, _) in entries {
-                        // Only if no truncation replaced it meanwhile.
-                        if unflushed.get(&log_id.index).map(|entry| entry.log_id) == Some(*log_id) {
-                            unflushed.remove(&log_id.index);
-                        }
-                    }
-                }
-                drop(unflushed);
+                lock(&self.recent).flushed(
+                    appends
+                        .iter()
+                        .flat_map(|(entries, _)| entries.iter().map(|(log_id, _)| *log_id)),
+                );
                 for (_, callback) in appends {
                     callback.log_io_completed(Ok(()));
                 }
@@ -448,5 +511,56 @@ impl Writer {
         }
         txn.commit().map_err(redb_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.log_id.index).collect()
+    }
+
+    #[test]
+    fn recent_entries_forget_only_flushed_ones_and_cover_only_what_they_hold() {
+        let mut recent = RecentEntries::default();
+        let count = RECENT_CAPACITY as u64 + 10;
+        recent.append((1..=count).map(entry).collect());
+        // Nothing is flushed: nothing may be forgotten.
+        recent.flushed(std::iter::empty());
+        assert_eq!(recent.entries.len(), count as usize);
+        recent.flushed((1..=5).map(|index| entry(index).log_id));
+        assert_eq!(recent.entries.len(), count as usize - 5);
+        assert_eq!(
+            recent.entries.first_key_value().map(|(index, _)| *index),
+            Some(6)
+        );
+        // A range starting before the first held entry must go to the database.
+        assert!(
+            recent
+                .covering((Bound::Included(5), Bound::Excluded(8)))
+                .is_none()
+        );
+        let covered = recent
+            .covering((Bound::Included(6), Bound::Excluded(9)))
+            .expect("held");
+        assert_eq!(indexes(&covered), [6, 7, 8]);
+        // A truncated entry re-appended with another log id stays unflushed when the old one
+        // is reported flushed.
+        recent.retain(|index| index < 10);
+        let mut replacement = entry(10);
+        replacement.log_id = LogId::new(CommittedLeaderId::new(2, 2), 10);
+        recent.append(vec![replacement]);
+        recent.flushed(std::iter::once(entry(10).log_id));
+        assert!(recent.unflushed.contains_key(&10));
     }
 }
