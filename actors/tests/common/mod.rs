@@ -74,12 +74,30 @@ pub fn message(sequence_id: u64) -> OutgoingMessage {
     }
 }
 
-/// Reads the whole topic from the start and returns the sequence ids in the order stored,
-/// waiting up to `idle` for each next message once `expected` have been read.
+/// Reads the whole topic from the start and returns the sequence ids (from `seq-N` payloads)
+/// in the order stored.
 pub async fn read_sequence_ids(
     settings: &PulsarSettings,
     topic: &str,
     expected: usize,
+) -> Vec<u64> {
+    read_topic(settings, topic, expected, |message| {
+        let text = String::from_utf8(message.payload.data.clone()).expect("utf-8");
+        text.strip_prefix("seq-")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected payload {text:?}"))
+    })
+    .await
+}
+
+/// Reads the whole topic from the start and returns `identify(message)` for each message in
+/// the order stored: waits up to 30 s for each of the first `expected`, then 700 ms for more,
+/// so that anything beyond `expected` is seen too.
+pub async fn read_topic(
+    settings: &PulsarSettings,
+    topic: &str,
+    expected: usize,
+    identify: impl Fn(&pulsar::consumer::Message<Vec<u8>>) -> u64,
 ) -> Vec<u64> {
     let client = settings.connect().await.expect("connect reader");
     let mut consumer: pulsar::Consumer<Vec<u8>, _> = client
@@ -96,8 +114,6 @@ pub async fn read_sequence_ids(
         .expect("subscribe reader");
     let mut ids = Vec::with_capacity(expected);
     loop {
-        // Until `expected` arrive, allow for slow delivery; after that, a short wait proves
-        // there is nothing more.
         let wait = if ids.len() < expected {
             Duration::from_secs(30)
         } else {
@@ -105,12 +121,7 @@ pub async fn read_sequence_ids(
         };
         match tokio::time::timeout(wait, consumer.next()).await {
             Ok(Some(Ok(message))) => {
-                let text = String::from_utf8(message.payload.data.clone()).expect("utf-8");
-                let id = text
-                    .strip_prefix("seq-")
-                    .and_then(|id| id.parse().ok())
-                    .unwrap_or_else(|| panic!("unexpected payload {text:?}"));
-                ids.push(id);
+                ids.push(identify(&message));
                 consumer.ack(&message).await.expect("ack");
             }
             Ok(Some(Err(error))) => panic!("reader failed: {error}"),

@@ -1,0 +1,397 @@
+//! `SourceInstance`: one source connector instance, driven under its processing guarantee.
+//!
+//! - **effectively-once**: a stable producer name per instance and sequence ids that are a
+//!   pure function of the source position: after checkpoint (P, S) the records read from P get
+//!   S+1, S+2, … A successor replays from P with the same ids and the broker drops what it
+//!   already has. Checkpoints cover only records whose receipts arrived.
+//! - **at-least-once**: checkpoints after receipts as above; the producer name carries the
+//!   epoch, so a replay is published again (duplicates possible).
+//! - **at-most-once**: the read position is committed before the records are sent, and
+//!   receipts are not waited for.
+//!
+//! A commit rejected for a stale epoch stops the instance at once: a newer owner exists.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tracing::{info, warn};
+
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use super::{Guarantee, InstanceState, InstanceStatus};
+use crate::api::{ConnectorError, Position, Source, SourceRead};
+use crate::pulsar::{
+    BatchingOptions, OutgoingMessage, ProducerSession, ProducerSessionOptions, PulsarSettings,
+    Receipt, SessionError,
+};
+
+/// When checkpoints are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// After this many confirmed records.
+    pub every_records: u64,
+    /// Or after this long, whichever comes first.
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    /// Returns every 1,000 records or 100 ms.
+    fn default() -> Self {
+        Self {
+            every_records: 1000,
+            every: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Everything a source instance needs besides its connector and checkpoint store.
+#[derive(Debug, Clone)]
+pub struct SourceInstanceConfig {
+    /// `tenant/namespace/name` of the connector.
+    pub connector: String,
+    /// Instance index within the connector.
+    pub index: u32,
+    /// The assignment's epoch; every commit carries it.
+    pub epoch: u64,
+    /// Output topic.
+    pub topic: String,
+    /// Processing guarantee.
+    pub guarantee: Guarantee,
+    /// When to checkpoint.
+    pub checkpoints: CheckpointPolicy,
+    /// The Pulsar cluster.
+    pub pulsar: PulsarSettings,
+    /// Producer batching.
+    pub batching: BatchingOptions,
+    /// Most records asked of the source per read.
+    pub read_batch: usize,
+}
+
+impl SourceInstanceConfig {
+    /// The producer name: stable per instance (`ferry-{tenant}-{namespace}-{name}-{index}`),
+    /// with the epoch appended unless effectively-once.
+    pub fn producer_name(&self) -> String {
+        let stable = format!("ferry-{}-{}", self.connector.replace('/', "-"), self.index);
+        match self.guarantee {
+            Guarantee::EffectivelyOnce => stable,
+            Guarantee::AtLeastOnce | Guarantee::AtMostOnce => format!("{stable}-e{}", self.epoch),
+        }
+    }
+}
+
+/// Why a source instance stopped with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceInstanceError {
+    /// The connector failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// Pulsar failed.
+    #[error(transparent)]
+    Pulsar(#[from] SessionError),
+    /// The checkpoint store failed or fenced this instance off.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Effectively-once needs a replayable source.
+    #[error("effectively-once needs a replayable source; this one is not")]
+    NotReplayable,
+}
+
+/// Shared, observable state of one instance.
+pub type SharedStatus = Arc<Mutex<InstanceStatus>>;
+
+fn update(status: &SharedStatus, change: impl FnOnce(&mut InstanceStatus)) {
+    let mut status = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    change(&mut status);
+}
+
+/// The actor that owns one source instance.
+pub struct SourceInstance {
+    config: SourceInstanceConfig,
+    source: Option<Box<dyn Source>>,
+    store: Arc<dyn CheckpointStore>,
+    status: SharedStatus,
+    driver: Option<SpawnHandle>,
+}
+
+impl std::fmt::Debug for SourceInstance {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SourceInstance")
+            .field("connector", &self.config.connector)
+            .field("index", &self.config.index)
+            .field("epoch", &self.config.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceInstance {
+    /// Returns an instance; it starts working when the actor starts.
+    pub fn new(
+        config: SourceInstanceConfig,
+        source: Box<dyn Source>,
+        store: Arc<dyn CheckpointStore>,
+    ) -> Self {
+        Self {
+            config,
+            source: Some(source),
+            store,
+            status: SharedStatus::default(),
+            driver: None,
+        }
+    }
+
+    /// The instance's observable state, shared with whoever reports it.
+    pub fn status(&self) -> SharedStatus {
+        self.status.clone()
+    }
+}
+
+/// Asks an instance for a copy of its state.
+#[derive(Debug, Message)]
+#[rtype(result = "InstanceStatus")]
+pub struct GetStatus;
+
+/// Stops an instance at once, without a final checkpoint (what a crash would do to it).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Actor for SourceInstance {
+    type Context = Context<Self>;
+
+    fn started(&mut self, context: &mut Self::Context) {
+        let Some(source) = self.source.take() else {
+            context.stop();
+            return;
+        };
+        update(&self.status, |status| {
+            status.state = InstanceState::Starting
+        });
+        let driver = drive(
+            self.config.clone(),
+            source,
+            self.store.clone(),
+            self.status.clone(),
+        );
+        let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
+            let connector = actor.config.connector.clone();
+            let index = actor.config.index;
+            match outcome {
+                Ok(()) => {
+                    info!(connector = %connector, instance = index, "source instance finished");
+                    update(&actor.status, |status| status.state = InstanceState::Finished);
+                }
+                Err(error) => {
+                    warn!(connector = %connector, instance = index, error = %error, "source instance failed");
+                    update(&actor.status, |status| {
+                        status.state = InstanceState::Failed;
+                        status.last_error = Some(error.to_string());
+                    });
+                }
+            }
+            context.stop();
+        }));
+        self.driver = Some(handle);
+    }
+}
+
+impl Handler<GetStatus> for SourceInstance {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        MessageResult(status)
+    }
+}
+
+impl Handler<Stop> for SourceInstance {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, context: &mut Self::Context) {
+        update(&self.status, |status| status.state = InstanceState::Stopped);
+        // Dropping the driver drops its producer session: nothing more is read or sent.
+        if let Some(driver) = self.driver.take() {
+            context.cancel_future(driver);
+        }
+        context.stop();
+    }
+}
+
+/// A sent record: its receipt, and the checkpoint it completes once confirmed.
+type Sent = futures::future::BoxFuture<'static, (Result<Receipt, SessionError>, Position, u64)>;
+
+/// Runs the instance until the source ends or something fails.
+async fn drive(
+    config: SourceInstanceConfig,
+    mut source: Box<dyn Source>,
+    store: Arc<dyn CheckpointStore>,
+    status: SharedStatus,
+) -> Result<(), SourceInstanceError> {
+    if config.guarantee == Guarantee::EffectivelyOnce && !source.capabilities().replayable {
+        return Err(SourceInstanceError::NotReplayable);
+    }
+    let checkpoint = store.load().await?;
+    let mut committed = checkpoint.as_ref().map(|c| c.position.clone());
+    source.open(committed.as_ref()).await?;
+    let session_options = ProducerSessionOptions {
+        batching: config.batching,
+        ..ProducerSessionOptions::new(&config.topic, config.producer_name())
+    };
+    let mut session = ProducerSession::open(config.pulsar.clone(), session_options).await?;
+    let mut next_sequence = match config.guarantee {
+        // A pure function of the position: the checkpoint's id, plus one per record after it.
+        Guarantee::EffectivelyOnce => checkpoint.and_then(|c| c.sequence_id).unwrap_or(0) + 1,
+        // Whatever follows the broker's last id for this (per-epoch) name.
+        Guarantee::AtLeastOnce | Guarantee::AtMostOnce => {
+            session.last_sequence_id().unwrap_or(0) + 1
+        }
+    };
+    info!(
+        connector = %config.connector,
+        instance = config.index,
+        epoch = config.epoch,
+        guarantee = ?config.guarantee,
+        next_sequence,
+        "source instance running"
+    );
+    update(&status, |status| status.state = InstanceState::Running);
+
+    let mut in_flight: FuturesOrdered<Sent> = FuturesOrdered::new();
+    let mut confirmed: Option<(Position, u64)> = None;
+    let mut confirmed_since_commit = 0_u64;
+    let mut last_commit = tokio::time::Instant::now();
+    let mut ended = false;
+    loop {
+        // Take every receipt that has arrived, oldest first.
+        while let Some(Some(done)) = in_flight.next().now_or_never() {
+            confirm(&config, done, &mut confirmed, &status)?;
+            confirmed_since_commit += 1;
+        }
+        let due = confirmed_since_commit >= config.checkpoints.every_records
+            || last_commit.elapsed() >= config.checkpoints.every;
+        if config.guarantee != Guarantee::AtMostOnce && due && confirmed.is_some() {
+            commit(&config, &*store, &mut committed, confirmed.take(), &status).await?;
+            confirmed_since_commit = 0;
+            last_commit = tokio::time::Instant::now();
+        }
+        if ended {
+            match in_flight.next().await {
+                Some(done) => {
+                    confirm(&config, done, &mut confirmed, &status)?;
+                    confirmed_since_commit += 1;
+                    continue;
+                }
+                None => {
+                    if config.guarantee != Guarantee::AtMostOnce {
+                        commit(&config, &*store, &mut committed, confirmed.take(), &status).await?;
+                    }
+                    session.close().await?;
+                    return Ok(());
+                }
+            }
+        }
+        match source.read(config.read_batch.max(1)).await? {
+            SourceRead::Records(records) => {
+                update(&status, |status| {
+                    status.records_read += records.len() as u64
+                });
+                if config.guarantee == Guarantee::AtMostOnce
+                    && let Some(last) = records.last()
+                {
+                    // The position moves before anything is sent: a crash loses, never repeats.
+                    let eager = Some((
+                        last.position_after.clone(),
+                        next_sequence + records.len() as u64 - 1,
+                    ));
+                    commit(&config, &*store, &mut committed, eager, &status).await?;
+                }
+                for record in records {
+                    let sequence_id = next_sequence;
+                    next_sequence += 1;
+                    let message = OutgoingMessage {
+                        sequence_id,
+                        payload: record.record.value,
+                        key: record.record.key,
+                        properties: record.record.properties,
+                        event_time_ms: record.record.event_time_ms,
+                    };
+                    let receipt = session.send(message).await?;
+                    let position = record.position_after;
+                    in_flight.push_back(Box::pin(
+                        async move { (receipt.await, position, sequence_id) },
+                    ));
+                }
+                update(&status, |status| {
+                    status.last_progress = Some(SystemTime::now())
+                });
+            }
+            SourceRead::Idle => {
+                // Nothing to read: wait for a receipt or a short while, whichever first.
+                tokio::select! {
+                    Some(done) = in_flight.next() => {
+                        confirm(&config, done, &mut confirmed, &status)?;
+                        confirmed_since_commit += 1;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            SourceRead::End => ended = true,
+        }
+    }
+}
+
+/// Records one confirmed send.
+fn confirm(
+    config: &SourceInstanceConfig,
+    (receipt, position, sequence_id): (Result<Receipt, SessionError>, Position, u64),
+    confirmed: &mut Option<(Position, u64)>,
+    status: &SharedStatus,
+) -> Result<(), SourceInstanceError> {
+    match receipt {
+        Ok(receipt) => {
+            update(status, |status| {
+                status.records_confirmed += 1;
+                if matches!(receipt, Receipt::Duplicate { .. }) {
+                    status.duplicates_dropped += 1;
+                }
+            });
+            *confirmed = Some((position, sequence_id));
+            Ok(())
+        }
+        // At-most-once does not wait for receipts, and a lost one is no error for it.
+        Err(_) if config.guarantee == Guarantee::AtMostOnce => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Commits `target` (position, last sequence id) after `committed`.
+async fn commit(
+    config: &SourceInstanceConfig,
+    store: &dyn CheckpointStore,
+    committed: &mut Option<Position>,
+    target: Option<(Position, u64)>,
+    status: &SharedStatus,
+) -> Result<(), SourceInstanceError> {
+    let Some((position, sequence_id)) = target else {
+        return Ok(());
+    };
+    let checkpoint = Checkpoint {
+        position: position.clone(),
+        sequence_id: Some(sequence_id),
+    };
+    store
+        .commit(config.epoch, committed.clone(), checkpoint)
+        .await?;
+    *committed = Some(position);
+    update(status, |status| status.checkpoints_committed += 1);
+    Ok(())
+}
