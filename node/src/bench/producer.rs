@@ -17,7 +17,11 @@ use pulsar::producer::{Message, ProducerOptions};
 #[derive(Debug, Args)]
 pub struct ProducerBenchArgs {
     /// Broker service URL.
-    #[arg(long, env = "FERRY_PULSAR_URL", default_value = "pulsar://127.0.0.1:6650")]
+    #[arg(
+        long,
+        env = "FERRY_PULSAR_URL",
+        default_value = "pulsar://127.0.0.1:6650"
+    )]
     pub pulsar_url: String,
     /// Namespace for the benchmark's fresh topics.
     #[arg(long, default_value = "public/default")]
