@@ -528,7 +528,9 @@ async fn t50_a_thousand_checkpoint_commits_across_a_leader_change() {
 async fn t60_a_corrupted_or_truncated_store_fails_at_start_with_a_clear_error() {
     type Damage = fn(&mut Vec<u8>);
     let damages: [(&str, Damage); 3] = [
-        ("truncated", |bytes| bytes.truncate(bytes.len() / 2)),
+        // Down to its first page: whatever the layout, the tables' pages are gone. (Cutting
+        // only unused space at the end is not damage, and redb rightly opens such a file.)
+        ("truncated", |bytes| bytes.truncate(4096)),
         ("garbage", |bytes| {
             bytes
                 .iter_mut()

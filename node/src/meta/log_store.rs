@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::TypeConfig;
 use super::codec::{self, CodecError};
-use super::store::{COMMITTED, LAST_PURGED, LOG, LOG_META, StoreError, VOTE, blocking, redb_error};
+use super::store::{
+    COMMITTED, Db, LAST_PURGED, LOG, LOG_META, StoreError, VOTE, blocking, redb_error,
+};
 
 type NodeId = u64;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -158,14 +160,14 @@ impl Debug for WriteOp {
 /// Reads of the log: the recent entries, else the database overlaid with them.
 #[derive(Debug, Clone)]
 pub struct LogReader {
-    db: Arc<Database>,
+    db: Arc<Db>,
     recent: Recent,
 }
 
 impl LogStore {
     /// Returns the log store of `db` and starts its writer thread, which ends when the last
     /// clone is dropped.
-    pub(crate) fn new(db: Arc<Database>) -> Result<Self, StoreError> {
+    pub(crate) fn new(db: Arc<Db>) -> Result<Self, StoreError> {
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
         let recent = Recent::default();
         let committed = PendingCommitted::default();
@@ -388,7 +390,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 /// The writer thread's state.
 struct Writer {
-    db: Arc<Database>,
+    db: Arc<Db>,
     recent: Recent,
     committed: PendingCommitted,
 }

@@ -85,6 +85,14 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// The database file is damaged beyond what redb reports as an error.
+    #[error("metadata store {path} is damaged: opening it failed with {reason:?}")]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// A database operation failed.
     #[error("metadata store operation failed: {0}")]
     Database(#[from] redb::Error),
@@ -146,10 +154,18 @@ pub async fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), Stor
             }) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
+            // redb can panic on some damage it does not expect (the panic stays in the
+            // blocking task): report it like any other unreadable file.
+            Err(StoreError::Task(error)) if error.is_panic() => {
+                return Err(StoreError::Damaged {
+                    path: data_dir.join(DATABASE_FILE),
+                    reason: panic_message(error.into_panic()),
+                });
+            }
             opened => break opened?,
         }
     };
-    let db = Arc::new(db);
+    let db = Arc::new(Db::new(db));
     let applied = match snapshot {
         Some(snapshot) => Applied {
             last_applied: snapshot.meta.last_log_id,
@@ -167,6 +183,17 @@ pub async fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), Stor
             applied_index: Arc::new(applied_index),
         },
     ))
+}
+
+/// Returns a panic's message, when it has one.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(message) => *message,
+        Err(panic) => panic
+            .downcast::<&'static str>()
+            .map(|message| (*message).to_owned())
+            .unwrap_or_else(|_| "a panic".to_owned()),
+    }
 }
 
 fn open_blocking(data_dir: &Path) -> Result<(Database, Option<StoredSnapshot>), StoreError> {
@@ -231,15 +258,51 @@ fn open_blocking(data_dir: &Path) -> Result<(Database, Option<StoredSnapshot>), 
     Ok((db, snapshot))
 }
 
+/// The open database, which records when it has been closed (its file written and released).
+#[derive(Debug)]
+pub struct Db {
+    database: Option<Database>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Db {
+    fn new(database: Database) -> Self {
+        Self {
+            database: Some(database),
+            closed: Arc::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // Taken only by `drop`, after which nothing can reach this value.
+        self.database
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the database is taken only when dropped"))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // redb writes its clean-shutdown header while it drops: signal only after that.
+        drop(self.database.take());
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Tells when a store's database has been closed.
 #[derive(Debug, Clone)]
-pub struct ClosedSignal(std::sync::Weak<Database>);
+pub struct ClosedSignal(Arc<std::sync::atomic::AtomicBool>);
 
 impl ClosedSignal {
     /// Waits until the database is closed, up to `timeout`; returns whether it is.
     pub async fn wait(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        while self.0.strong_count() > 0 {
+        while !self.0.load(std::sync::atomic::Ordering::Acquire) {
             if std::time::Instant::now() >= deadline {
                 return false;
             }
@@ -266,7 +329,7 @@ pub struct Applied {
 /// progress through [`StateMachineStore::subscribe`].
 #[derive(Debug, Clone)]
 pub struct StateMachineStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
     applied: Arc<RwLock<Applied>>,
     applied_index: Arc<watch::Sender<u64>>,
 }
@@ -275,7 +338,7 @@ impl StateMachineStore {
     /// Returns a handle that tells when the database behind this store has been closed (every
     /// clone of both halves dropped, the log writer thread ended).
     pub fn closed_signal(&self) -> ClosedSignal {
-        ClosedSignal(Arc::downgrade(&self.db))
+        ClosedSignal(self.db.closed.clone())
     }
 
     /// Returns a read guard on the applied state. Hold it briefly and never across an await.
@@ -292,15 +355,30 @@ impl StateMachineStore {
         self.applied_index.subscribe()
     }
 
+    /// Stores `snapshot` as the current one, unless the stored one is newer: a snapshot built
+    /// here can finish after a newer one was installed from the leader, and the older must not
+    /// win, or a restart would resume from state behind the purged log.
     async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
+        let last_log_id = snapshot.meta.last_log_id;
         let bytes = codec::encode("snapshot", &snapshot)?;
         let db = self.db.clone();
         blocking(move || {
             let txn = db.begin_write().map_err(redb_error)?;
-            txn.open_table(SNAPSHOTS)
-                .map_err(redb_error)?
-                .insert(CURRENT_SNAPSHOT, bytes.as_slice())
-                .map_err(redb_error)?;
+            {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(redb_error)?;
+                let stored = table
+                    .get(CURRENT_SNAPSHOT)
+                    .map_err(redb_error)?
+                    .map(|value| codec::decode::<StoredSnapshot>("snapshot", value.value()))
+                    .transpose()?;
+                if stored.is_some_and(|stored| stored.meta.last_log_id > last_log_id) {
+                    tracing::debug!(?last_log_id, "a newer snapshot is stored; keeping it");
+                    return Ok(());
+                }
+                table
+                    .insert(CURRENT_SNAPSHOT, bytes.as_slice())
+                    .map_err(redb_error)?;
+            }
             txn.commit().map_err(redb_error)?;
             Ok(())
         })
