@@ -313,8 +313,13 @@ impl Meta {
         self.record_join(node, address).await
     }
 
-    /// Removes `node` from the voters and records that it left.
+    /// Removes `node` (on the leader): records it Draining so it takes no new instances, removes
+    /// it from the voters and the membership, then records that it left. Handing off the
+    /// instances it still owns is the control loop's job (DESIGN.md §7), not this call's.
     pub async fn remove_node(&self, node: NodeId) -> Result<(), MetaError> {
+        self.write(Command::NodeDrain { node })
+            .await?
+            .map_err(|rejection| MetaError::Membership(rejection.to_string()))?;
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
             .await
