@@ -1,27 +1,65 @@
 #!/usr/bin/env bash
-# Ferry's main job on one machine: the real Pulsar broker plus a Ferry node.
+# Ferry's main job on one machine: the real Pulsar broker plus a 3-node Ferry cluster.
 #
-#   deploy/local/quickstart.sh        install what is missing, start the broker, build and start
-#                                     a node on 127.0.0.1:7600, print where everything is
-#   deploy/local/quickstart.sh down   stop the node and the broker this script started
+#   deploy/local/quickstart.sh        install what is missing, start the broker, build ferry, start
+#                                     node 1 (--bootstrap) on 127.0.0.1:7601 and nodes 2 and 3
+#                                     (--join) on 7602 and 7603, print where everything is
+#   deploy/local/quickstart.sh down   stop the nodes and the broker this script started
 #
-# State (pid file, logs) lives in FERRY_LOCAL_STATE_DIR (default ~/.cache/ferry/local).
+# State (pid files, logs, each node's data dir) lives in FERRY_LOCAL_STATE_DIR
+# (default ~/.cache/ferry/local); nodes restarted by a second run keep their data.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 state_dir=${FERRY_LOCAL_STATE_DIR:-${FERRY_CACHE_DIR:-$HOME/.cache/ferry}/local}
-listen=${FERRY_LISTEN:-127.0.0.1:7600}
-admin_url=http://$listen
+base_port=${FERRY_LOCAL_BASE_PORT:-7600}
+nodes=3
 ferry=$repo/target/debug/ferry
-pid_file=$state_dir/node-1.pid
-log_file=$state_dir/node-1.log
 
 log() { printf 'quickstart: %s\n' "$*" >&2; }
 
-node_pid() {
+address() { echo "127.0.0.1:$(( base_port + $1 ))"; }
+
+node_pid() { # node number
+  local pid_file=$state_dir/node-$1.pid pid
   [[ -f $pid_file ]] || return 1
-  local pid
   pid=$(cat "$pid_file")
   kill -0 "$pid" 2>/dev/null && grep -q ferry "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+}
+
+spawn_node() { # node number
+  local n=$1 log_file=$state_dir/node-$1.log
+  if pid=$(node_pid "$n"); then
+    log "node $n already running (pid $pid)"
+    return 0
+  fi
+  local role=(--bootstrap)
+  (( n > 1 )) && role=(--join "$(address 1)")
+  log "starting node $n on $(address "$n") (log: $log_file)"
+  : > "$log_file"
+  setsid nohup "$ferry" serve --node-id "$n" --listen "$(address "$n")" \
+    --data-dir "$state_dir/node-$n" \
+    --pulsar-url pulsar://127.0.0.1:6650 --pulsar-admin-url http://127.0.0.1:8080 \
+    "${role[@]}" >"$log_file" 2>&1 </dev/null &
+  echo $! > "$state_dir/node-$n.pid"
+}
+
+wait_node() { # node number
+  local n=$1 log_file=$state_dir/node-$1.log
+  # The node prints this line once it is a member of the cluster.
+  local deadline=$(( SECONDS + 60 ))
+  until grep -q "is in its cluster" "$log_file" 2>/dev/null; do
+    if ! node_pid "$n" >/dev/null; then
+      log "node $n exited; last lines of $log_file:"
+      tail -n 30 "$log_file" >&2
+      exit 1
+    fi
+    if (( SECONDS >= deadline )); then
+      log "node $n did not join within 60 s; last lines of $log_file:"
+      tail -n 30 "$log_file" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
 }
 
 up() {
@@ -30,48 +68,39 @@ up() {
   log "building ferry"
   (cd "$repo" && cargo build --locked -p ferry-node --bin ferry)
   mkdir -p "$state_dir"
-  if pid=$(node_pid); then
-    log "node already running (pid $pid)"
+  if [[ -d $state_dir/node-$nodes ]]; then
+    # A restart: a member needs a quorum of its peers back before it is in its cluster.
+    for n in $(seq 1 "$nodes"); do spawn_node "$n"; done
+    for n in $(seq 1 "$nodes"); do wait_node "$n"; done
   else
-    log "starting a node on $listen (log: $log_file)"
-    setsid nohup "$ferry" serve --listen "$listen" >"$log_file" 2>&1 </dev/null &
-    echo $! > "$pid_file"
+    # A first start: node 1 bootstraps the cluster, then each node joins in turn.
+    for n in $(seq 1 "$nodes"); do spawn_node "$n"; wait_node "$n"; done
   fi
-  local deadline=$(( SECONDS + 30 ))
-  until "$ferry" version --admin-url "$admin_url" >/dev/null 2>&1; do
-    if ! node_pid >/dev/null; then
-      log "the node exited; last lines of $log_file:"
-      tail -n 30 "$log_file" >&2
-      exit 1
-    fi
-    if (( SECONDS >= deadline )); then
-      log "the node did not answer at $admin_url within 30 s; last lines of $log_file:"
-      tail -n 30 "$log_file" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-  "$ferry" version --admin-url "$admin_url"
+  "$ferry" version --admin-url "http://$(address 1)"
   cat <<TXT
 
 Ferry is up:
-  broker      pulsar://127.0.0.1:6650   (admin http://127.0.0.1:8080)
-  ferry node  $admin_url   (pid $(cat "$pid_file"), log $log_file)
-Stop everything with: deploy/local/quickstart.sh down
+  broker  pulsar://127.0.0.1:6650   pulsar+ssl://127.0.0.1:6651   admin http://127.0.0.1:8080
 TXT
+  for n in $(seq 1 "$nodes"); do
+    echo "  node $n  http://$(address "$n")   (pid $(cat "$state_dir/node-$n.pid"), log $state_dir/node-$n.log)"
+  done
+  echo "Stop everything with: deploy/local/quickstart.sh down"
 }
 
 down() {
-  if pid=$(node_pid); then
-    log "stopping the node (pid $pid)"
-    kill -TERM "$pid"
-    local deadline=$(( SECONDS + 20 ))
-    while kill -0 "$pid" 2>/dev/null; do
-      if (( SECONDS >= deadline )); then kill -KILL "$pid" 2>/dev/null || true; break; fi
-      sleep 0.2
-    done
-  fi
-  rm -f "$pid_file"
+  for n in $(seq "$nodes" -1 1); do
+    if pid=$(node_pid "$n"); then
+      log "stopping node $n (pid $pid)"
+      kill -TERM "$pid"
+      local deadline=$(( SECONDS + 20 ))
+      while kill -0 "$pid" 2>/dev/null; do
+        if (( SECONDS >= deadline )); then kill -KILL "$pid" 2>/dev/null || true; break; fi
+        sleep 0.2
+      done
+    fi
+    rm -f "$state_dir/node-$n.pid"
+  done
   "$repo/deploy/pulsar/standalone.sh" stop
 }
 
