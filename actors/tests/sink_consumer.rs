@@ -78,6 +78,22 @@ async fn open(
     .expect("open consumer")
 }
 
+/// Opens the Exclusive consumer most tests use.
+async fn open_exclusive(
+    client: &Pulsar<TokioExecutor>,
+    topic: &str,
+    subscription: &str,
+) -> SinkConsumer {
+    open(
+        client,
+        topic,
+        subscription,
+        SinkSubscription::Exclusive,
+        "c",
+    )
+    .await
+}
+
 async fn receive(consumer: &mut SinkConsumer) -> InputMessage {
     tokio::time::timeout(RECEIVE_TIMEOUT, consumer.next())
         .await
@@ -108,14 +124,7 @@ async fn unacknowledged_messages_come_again_after_a_reconnect() {
     let client = client().await;
     let topic = fresh_topic("sink-redeliver");
     let subscription = unique_name("sub");
-    let mut consumer = open(
-        &client,
-        &topic,
-        &subscription,
-        SinkSubscription::Exclusive,
-        "c",
-    )
-    .await;
+    let mut consumer = open_exclusive(&client, &topic, &subscription).await;
     publish(&client, &topic, 10).await;
     let mut previous = None;
     for expected in 1..=10 {
@@ -131,14 +140,7 @@ async fn unacknowledged_messages_come_again_after_a_reconnect() {
     }
     consumer.close().await.expect("close flushes acks");
 
-    let mut consumer = open(
-        &client,
-        &topic,
-        &subscription,
-        SinkSubscription::Exclusive,
-        "c",
-    )
-    .await;
+    let mut consumer = open_exclusive(&client, &topic, &subscription).await;
     assert_eq!(drain(&mut consumer).await, vec![6, 8, 9, 10]);
     consumer.close().await.expect("close");
 }
@@ -148,14 +150,7 @@ async fn a_cumulative_ack_covers_everything_before_it() {
     let client = client().await;
     let topic = fresh_topic("sink-cumulative");
     let subscription = unique_name("sub");
-    let mut consumer = open(
-        &client,
-        &topic,
-        &subscription,
-        SinkSubscription::Exclusive,
-        "c",
-    )
-    .await;
+    let mut consumer = open_exclusive(&client, &topic, &subscription).await;
     publish(&client, &topic, 10).await;
     let mut seventh = None;
     for expected in 1..=10 {
@@ -170,14 +165,7 @@ async fn a_cumulative_ack_covers_everything_before_it() {
         .expect("cumulative ack");
     consumer.close().await.expect("close");
 
-    let mut consumer = open(
-        &client,
-        &topic,
-        &subscription,
-        SinkSubscription::Exclusive,
-        "c",
-    )
-    .await;
+    let mut consumer = open_exclusive(&client, &topic, &subscription).await;
     assert_eq!(drain(&mut consumer).await, vec![8, 9, 10]);
     consumer.close().await.expect("close");
 }
@@ -187,14 +175,7 @@ async fn seek_reads_again_from_the_given_message() {
     let client = client().await;
     let topic = fresh_topic("sink-seek");
     let subscription = unique_name("sub");
-    let mut consumer = open(
-        &client,
-        &topic,
-        &subscription,
-        SinkSubscription::Exclusive,
-        "c",
-    )
-    .await;
+    let mut consumer = open_exclusive(&client, &topic, &subscription).await;
     publish(&client, &topic, 10).await;
     let mut third = None;
     for expected in 1..=10 {

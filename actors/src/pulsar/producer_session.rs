@@ -237,8 +237,14 @@ impl ProducerSession {
             topic: options.topic.clone(),
             producer_name: options.producer_name.clone(),
         };
-        let task = SessionTask::new(settings, options, connection, last_sequence_id, failure);
-        let task = SessionTask { reconnects, ..task };
+        let task = SessionTask::new(
+            settings,
+            options,
+            connection,
+            last_sequence_id,
+            failure,
+            reconnects,
+        );
         tokio::spawn(task.run(receiver));
         Ok(session)
     }
@@ -505,6 +511,7 @@ impl SessionTask {
         connection: BrokerConnection,
         last_persisted: Option<u64>,
         failure: Arc<OnceLock<SessionError>>,
+        reconnects: Arc<AtomicU64>,
     ) -> Self {
         let liveness_check = Instant::now() + options.keepalive;
         Self {
@@ -521,7 +528,7 @@ impl SessionTask {
             ping_outstanding: false,
             closing: None,
             failure,
-            reconnects: Arc::default(),
+            reconnects,
         }
     }
 
