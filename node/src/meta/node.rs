@@ -376,7 +376,16 @@ impl Meta {
                 self.id
             ))
         })?;
-        Ok(read_log_id.map_or(0, |log_id| log_id.index))
+        // openraft's read log id is max(the first entry of this leader's term, committed). A
+        // leader restarted without losing its vote resumes leading with its term's first entry
+        // long committed and only the committed id it had persisted, which can lag: a read at
+        // that index would miss writes acknowledged before the restart. Every acknowledged
+        // write is in the leader's log, so its last index is always a safe read index (at
+        // worst the read also waits for writes in flight to commit).
+        let last_log_index = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        Ok(read_log_id
+            .map_or(0, |log_id| log_id.index)
+            .max(last_log_index))
     }
 
     /// Runs `read` on state that reflects every write committed before this call (a
