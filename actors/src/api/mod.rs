@@ -6,6 +6,8 @@ use std::fmt;
 
 use futures::future::BoxFuture;
 
+pub mod registry;
+
 /// One piece of data moving through Ferry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
@@ -86,4 +88,85 @@ pub trait Source: Send + fmt::Debug {
 
     /// Reads up to `max_records` records.
     fn read(&mut self, max_records: usize) -> BoxFuture<'_, Result<SourceRead, ConnectorError>>;
+}
+
+/// Where a message handed to a sink came from: enough to acknowledge it and to skip it on a
+/// replay (every id at or below a partition's checkpointed one was written already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InputMessageId {
+    /// The ledger.
+    pub ledger_id: u64,
+    /// The entry in the ledger.
+    pub entry_id: u64,
+    /// The index in a batch entry (-1 when not batched).
+    pub batch_index: i32,
+}
+
+/// A record read from Pulsar for a sink, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRecord {
+    /// The record.
+    pub record: Record,
+    /// The topic (partition) it was read from.
+    pub topic: String,
+    /// Its message id in that topic.
+    pub message_id: InputMessageId,
+}
+
+/// How a sink can make its output effectively-once (../shared/DESIGN.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkDelivery {
+    /// Writes and the input position commit in one external transaction; the position stored
+    /// there wins over Ferry's checkpoint on recovery.
+    Transactional,
+    /// Replaying from the checkpoint rewrites the same output (upsert by key, truncation back
+    /// to a checkpointed length): the sink's own position travels in the checkpoint.
+    Idempotent,
+    /// Neither: at most at-least-once.
+    Neither,
+}
+
+/// What a sink can promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkCapabilities {
+    /// How its output can be made effectively-once.
+    pub delivery: SinkDelivery,
+}
+
+/// The last checkpoint of a sink instance, given to the sink when it opens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SinkResume {
+    /// The input position Ferry committed (opaque to the sink; a transactional sink stores
+    /// and returns it as is).
+    pub input: Option<Position>,
+    /// The sink's own position committed with it (what [`Sink::flush`] returned).
+    pub sink: Option<Position>,
+    /// The owner's epoch: a transactional sink records it as a fencing token, so a write from
+    /// an older owner fails.
+    pub epoch: u64,
+}
+
+/// A sink writing records to an external system. Driven by one instance actor at a time.
+///
+/// The instance calls `open` once, then `write` batches and `flush` at each checkpoint; only
+/// after `flush` returns does it commit the checkpoint and acknowledge the input.
+pub trait Sink: Send + fmt::Debug {
+    /// What this sink promises.
+    fn capabilities(&self) -> SinkCapabilities;
+
+    /// Connects and recovers. A transactional sink returns the input position it stored
+    /// itself (which then wins over `resume.input`); an idempotent sink restores its output to
+    /// `resume.sink` (for example truncating a file back to that length) and returns `None`.
+    fn open(
+        &mut self,
+        resume: &SinkResume,
+    ) -> BoxFuture<'_, Result<Option<Position>, ConnectorError>>;
+
+    /// Writes a batch. The writes need not be durable before [`Sink::flush`].
+    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>>;
+
+    /// Makes every write so far durable; a transactional sink stores `input` (the position
+    /// after them) in the same transaction. Returns the sink's own position to checkpoint
+    /// (empty when it has none).
+    fn flush(&mut self, input: &Position) -> BoxFuture<'_, Result<Position, ConnectorError>>;
 }

@@ -11,9 +11,59 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::api::registry::{self, Builder, ConfigField, ConnectorType, FieldType};
 use crate::api::{
     ConnectorError, Position, Record, Source, SourceCapabilities, SourceRead, SourceRecord,
 };
+
+/// The `datagen` source type in the registry.
+pub const CONNECTOR_TYPE: ConnectorType = ConnectorType {
+    name: "datagen",
+    description: "Deterministic records from a seed and an index (replayable): tests, demos, \
+                  benchmarks",
+    fields: &[
+        ConfigField {
+            name: "seed",
+            field_type: FieldType::Integer,
+            required: false,
+            default: Some("0"),
+            secret: false,
+            description: "Seed of the generated data: the same seed and index give the same record",
+        },
+        ConfigField {
+            name: "count",
+            field_type: FieldType::Integer,
+            required: false,
+            default: None,
+            secret: false,
+            description: "Stop after this many records; absent means endless",
+        },
+        ConfigField {
+            name: "rate",
+            field_type: FieldType::Integer,
+            required: false,
+            default: None,
+            secret: false,
+            description: "Records per second; absent means as fast as possible",
+        },
+        ConfigField {
+            name: "payload_size",
+            field_type: FieldType::Integer,
+            required: false,
+            default: Some("100"),
+            secret: false,
+            description: "Size of each record's value in bytes (at most 4 MiB)",
+        },
+    ],
+    effectively_once: true,
+    builder: Builder::Source(build),
+};
+
+fn build(config: &serde_json::Value) -> Result<Box<dyn Source>, ConnectorError> {
+    let config: DatagenConfig = registry::parse_config(config)?;
+    config.validate()?;
+    Ok(Box::new(DatagenSource::new(config)))
+}
 
 /// Configuration of a `datagen` source.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -45,6 +95,13 @@ impl DatagenConfig {
                 field: field_of(&error.to_string()),
                 reason: error.to_string(),
             })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the ranges serde does not.
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        let config = self;
         if config.rate == Some(0) {
             return Err(ConnectorError::InvalidConfig {
                 field: "rate".to_owned(),
@@ -57,7 +114,7 @@ impl DatagenConfig {
                 reason: "must be at most 4 MiB (the broker's frame limit is 5 MiB)".to_owned(),
             });
         }
-        Ok(config)
+        Ok(())
     }
 }
 
