@@ -136,6 +136,9 @@ pub struct SinkCapabilities {
 /// The last checkpoint of a sink instance, given to the sink when it opens.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SinkResume {
+    /// The instance, `tenant/namespace/name#index`: stable across owners, so a transactional
+    /// sink can key its stored position by it.
+    pub instance: String,
     /// The input position Ferry committed (opaque to the sink; a transactional sink stores
     /// and returns it as is).
     pub input: Option<Position>,
