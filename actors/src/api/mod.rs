@@ -90,8 +90,8 @@ pub trait Source: Send + fmt::Debug {
     fn read(&mut self, max_records: usize) -> BoxFuture<'_, Result<SourceRead, ConnectorError>>;
 }
 
-/// Where a message handed to a sink came from: enough to acknowledge it and to skip it on a
-/// replay (every id at or below a partition's checkpointed one was written already).
+/// A message's position within one partition topic, ordered like the topic: enough to skip
+/// it on a replay (every id at or below a partition's checkpointed one was written already).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InputMessageId {
     /// The ledger.
@@ -100,6 +100,16 @@ pub struct InputMessageId {
     pub entry_id: u64,
     /// The index in a batch entry (-1 when not batched).
     pub batch_index: i32,
+}
+
+impl fmt::Display for InputMessageId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}:{}:{}",
+            self.ledger_id, self.entry_id, self.batch_index
+        )
+    }
 }
 
 /// A record read from Pulsar for a sink, with where it came from.

@@ -6,6 +6,7 @@
 //! - [`source`]: the source instance actor, [`source::SourceInstance`].
 
 pub mod checkpoint;
+pub mod sink;
 pub mod source;
 
 use std::time::SystemTime;

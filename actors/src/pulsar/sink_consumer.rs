@@ -93,26 +93,7 @@ pub enum ConsumerError {
     Ended,
 }
 
-/// A message's position within one partition topic. Ordered: later messages compare greater.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InputMessageId {
-    /// Ledger.
-    pub ledger_id: u64,
-    /// Entry within the ledger.
-    pub entry_id: u64,
-    /// Index within a batched entry, -1 when not batched.
-    pub batch_index: i32,
-}
-
-impl fmt::Display for InputMessageId {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "{}:{}:{}",
-            self.ledger_id, self.entry_id, self.batch_index
-        )
-    }
-}
+pub use crate::api::InputMessageId;
 
 /// One message read from an input topic.
 #[derive(Debug, Clone)]

@@ -1,0 +1,528 @@
+//! `SinkInstance`: one sink connector instance, driven under its processing guarantee
+//! (../shared/DESIGN.md §6).
+//!
+//! - **effectively-once**: input is read with a Failover subscription; a checkpoint holds the
+//!   last written message id per partition and the sink's own position. It is committed only
+//!   after [`Sink::flush`] made the writes durable, and the input is acknowledged only after
+//!   the commit. On replay, messages at or below a partition's checkpointed id are skipped; an
+//!   idempotent sink restores its output to the checkpointed position first, a transactional
+//!   one returns the input position it stored itself, which wins.
+//! - **at-least-once**: the same order (write, flush, checkpoint, acknowledge); the sink may
+//!   rewrite what followed the checkpoint (duplicates possible for a sink that is neither
+//!   transactional nor idempotent).
+//! - **at-most-once**: each message is acknowledged before it is written.
+//!
+//! A commit rejected for a stale epoch stops the instance at once: a newer owner exists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use tracing::{info, warn};
+
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use super::source::{CheckpointPolicy, GetStatus, SharedStatus, Stop};
+use super::{Guarantee, InstanceState, InstanceStatus};
+use crate::api::{
+    ConnectorError, InputMessageId, Position, Record, Sink, SinkDelivery, SinkRecord, SinkResume,
+};
+use crate::pulsar::sink_consumer::{
+    ConsumerError, InputMessage, SinkConsumer, SinkConsumerOptions, SinkSubscription, StartPosition,
+};
+use crate::pulsar::{PulsarConnectError, PulsarSettings};
+
+/// Everything a sink instance needs besides its connector and checkpoint store.
+#[derive(Debug, Clone)]
+pub struct SinkInstanceConfig {
+    /// `tenant/namespace/name` of the connector.
+    pub connector: String,
+    /// Instance index within the connector.
+    pub index: u32,
+    /// The assignment's epoch; every commit carries it.
+    pub epoch: u64,
+    /// Input topics.
+    pub inputs: Vec<String>,
+    /// The subscription, shared by the connector's instances (Failover: one reader per
+    /// partition).
+    pub subscription: String,
+    /// Processing guarantee.
+    pub guarantee: Guarantee,
+    /// When to flush and checkpoint.
+    pub checkpoints: CheckpointPolicy,
+    /// The Pulsar cluster.
+    pub pulsar: PulsarSettings,
+    /// Most records handed to the sink per write.
+    pub write_batch: usize,
+    /// Where a new subscription starts.
+    pub start: StartPosition,
+}
+
+/// Why a sink instance stopped with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkInstanceError {
+    /// The connector failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// Reading the input failed.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// The Pulsar client could not connect.
+    #[error("pulsar: {0}")]
+    Connect(String),
+    /// The checkpoint store failed or fenced this instance off.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Effectively-once needs a transactional or idempotent sink.
+    #[error("effectively-once needs a transactional or idempotent sink; this one is neither")]
+    NotEffectivelyOnce,
+}
+
+impl From<PulsarConnectError> for SinkInstanceError {
+    fn from(error: PulsarConnectError) -> Self {
+        Self::Connect(error.to_string())
+    }
+}
+
+/// The last written message id of each input partition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InputPosition(pub BTreeMap<String, InputMessageId>);
+
+const FORMAT_VERSION: u8 = 1;
+
+impl InputPosition {
+    /// Encodes the position (what a transactional sink stores and returns as is).
+    pub fn encode(&self) -> Position {
+        let mut bytes = vec![FORMAT_VERSION];
+        put_len(&mut bytes, self.0.len());
+        for (topic, id) in &self.0 {
+            put_bytes(&mut bytes, topic.as_bytes());
+            bytes.extend_from_slice(&id.ledger_id.to_be_bytes());
+            bytes.extend_from_slice(&id.entry_id.to_be_bytes());
+            bytes.extend_from_slice(&id.batch_index.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// Decodes what [`InputPosition::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ConnectorError> {
+        let mut reader = Reader::new(bytes, "input position")?;
+        let count = reader.len()?;
+        let mut map = BTreeMap::new();
+        for _ in 0..count {
+            let topic = String::from_utf8(reader.bytes()?.to_vec())
+                .map_err(|_| reader.error("a topic is not UTF-8"))?;
+            let id = InputMessageId {
+                ledger_id: u64::from_be_bytes(reader.array()?),
+                entry_id: u64::from_be_bytes(reader.array()?),
+                batch_index: i32::from_be_bytes(reader.array()?),
+            };
+            map.insert(topic, id);
+        }
+        reader.finish()?;
+        Ok(Self(map))
+    }
+
+    /// Whether `message` was already covered (at or below its partition's id).
+    fn covers(&self, topic: &str, id: InputMessageId) -> bool {
+        self.0.get(topic).is_some_and(|last| id <= *last)
+    }
+}
+
+/// A sink instance's checkpoint: the input position and the sink's own position.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SinkCheckpoint {
+    /// Last written id per input partition.
+    pub input: InputPosition,
+    /// What the sink's flush returned.
+    pub sink: Position,
+}
+
+impl SinkCheckpoint {
+    /// Encodes the checkpoint for the store.
+    pub fn encode(&self) -> Position {
+        let mut bytes = vec![FORMAT_VERSION];
+        put_bytes(&mut bytes, &self.input.encode());
+        put_bytes(&mut bytes, &self.sink);
+        bytes
+    }
+
+    /// Decodes what [`SinkCheckpoint::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ConnectorError> {
+        let mut reader = Reader::new(bytes, "sink checkpoint")?;
+        let input = InputPosition::decode(reader.bytes()?)?;
+        let sink = reader.bytes()?.to_vec();
+        reader.finish()?;
+        Ok(Self { input, sink })
+    }
+}
+
+fn put_len(bytes: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    bytes.extend_from_slice(&len.to_be_bytes());
+}
+
+fn put_bytes(bytes: &mut Vec<u8>, value: &[u8]) {
+    put_len(bytes, value.len());
+    bytes.extend_from_slice(value);
+}
+
+/// Reads the fields of an encoded position, failing with a clear error when it is damaged.
+struct Reader<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8], what: &'static str) -> Result<Self, ConnectorError> {
+        match bytes.split_first() {
+            Some((&FORMAT_VERSION, rest)) => Ok(Self { rest, what }),
+            Some((version, _)) => Err(ConnectorError::InvalidPosition(format!(
+                "{what}: unknown format version {version}"
+            ))),
+            None => Err(ConnectorError::InvalidPosition(format!("{what}: empty"))),
+        }
+    }
+
+    fn error(&self, reason: &str) -> ConnectorError {
+        ConnectorError::InvalidPosition(format!("{}: {reason}", self.what))
+    }
+
+    fn take(&mut self, count: usize) -> Result<&'a [u8], ConnectorError> {
+        if self.rest.len() < count {
+            return Err(self.error("truncated"));
+        }
+        let (taken, rest) = self.rest.split_at(count);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ConnectorError> {
+        let taken = self.take(N)?;
+        taken.try_into().map_err(|_| self.error("truncated"))
+    }
+
+    fn len(&mut self) -> Result<usize, ConnectorError> {
+        Ok(u32::from_be_bytes(self.array()?) as usize)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], ConnectorError> {
+        let len = self.len()?;
+        self.take(len)
+    }
+
+    fn finish(self) -> Result<(), ConnectorError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.error("trailing bytes"))
+        }
+    }
+}
+
+fn update(status: &SharedStatus, change: impl FnOnce(&mut InstanceStatus)) {
+    let mut status = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    change(&mut status);
+}
+
+/// The actor that owns one sink instance.
+pub struct SinkInstance {
+    config: SinkInstanceConfig,
+    sink: Option<Box<dyn Sink>>,
+    store: Arc<dyn CheckpointStore>,
+    status: SharedStatus,
+    driver: Option<SpawnHandle>,
+}
+
+impl std::fmt::Debug for SinkInstance {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SinkInstance")
+            .field("connector", &self.config.connector)
+            .field("index", &self.config.index)
+            .field("epoch", &self.config.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SinkInstance {
+    /// Returns an instance; it starts working when the actor starts.
+    pub fn new(
+        config: SinkInstanceConfig,
+        sink: Box<dyn Sink>,
+        store: Arc<dyn CheckpointStore>,
+    ) -> Self {
+        Self {
+            config,
+            sink: Some(sink),
+            store,
+            status: SharedStatus::default(),
+            driver: None,
+        }
+    }
+
+    /// The instance's observable state, shared with whoever reports it.
+    pub fn status(&self) -> SharedStatus {
+        self.status.clone()
+    }
+}
+
+impl Actor for SinkInstance {
+    type Context = Context<Self>;
+
+    fn started(&mut self, context: &mut Self::Context) {
+        let Some(sink) = self.sink.take() else {
+            context.stop();
+            return;
+        };
+        update(&self.status, |status| {
+            status.state = InstanceState::Starting
+        });
+        let driver = drive(
+            self.config.clone(),
+            sink,
+            self.store.clone(),
+            self.status.clone(),
+        );
+        let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
+            let connector = actor.config.connector.clone();
+            let index = actor.config.index;
+            match outcome {
+                Ok(()) => {
+                    info!(connector = %connector, instance = index, "sink instance ended");
+                    update(&actor.status, |status| status.state = InstanceState::Finished);
+                }
+                Err(error) => {
+                    warn!(connector = %connector, instance = index, error = %error, "sink instance failed");
+                    update(&actor.status, |status| {
+                        status.state = InstanceState::Failed;
+                        status.last_error = Some(error.to_string());
+                    });
+                }
+            }
+            context.stop();
+        }));
+        self.driver = Some(handle);
+    }
+}
+
+impl Handler<GetStatus> for SinkInstance {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        MessageResult(status)
+    }
+}
+
+impl Handler<Stop> for SinkInstance {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, context: &mut Self::Context) {
+        update(&self.status, |status| status.state = InstanceState::Stopped);
+        // Dropping the driver drops the consumer and the sink: nothing more is written, and
+        // what was not acknowledged is delivered again to the next owner.
+        if let Some(driver) = self.driver.take() {
+            context.cancel_future(driver);
+        }
+        context.stop();
+    }
+}
+
+/// What was written since the last checkpoint.
+#[derive(Debug, Default)]
+struct Uncommitted {
+    /// Records written.
+    written: u64,
+    /// The newest message of each partition to acknowledge after the commit.
+    to_ack: BTreeMap<String, InputMessage>,
+}
+
+/// Runs the instance until something fails (a sink's input never ends).
+async fn drive(
+    config: SinkInstanceConfig,
+    mut sink: Box<dyn Sink>,
+    store: Arc<dyn CheckpointStore>,
+    status: SharedStatus,
+) -> Result<(), SinkInstanceError> {
+    if config.guarantee == Guarantee::EffectivelyOnce
+        && sink.capabilities().delivery == SinkDelivery::Neither
+    {
+        return Err(SinkInstanceError::NotEffectivelyOnce);
+    }
+    let stored = store.load().await?;
+    let mut committed = stored
+        .as_ref()
+        .map(|checkpoint| checkpoint.position.clone());
+    let resumed = committed
+        .as_deref()
+        .map(SinkCheckpoint::decode)
+        .transpose()?;
+    let resume = SinkResume {
+        instance: format!("{}#{}", config.connector, config.index),
+        input: resumed.as_ref().map(|checkpoint| checkpoint.input.encode()),
+        sink: resumed.as_ref().map(|checkpoint| checkpoint.sink.clone()),
+        epoch: config.epoch,
+    };
+    let mut input = resumed
+        .map(|checkpoint| checkpoint.input)
+        .unwrap_or_default();
+    if let Some(external) = sink.open(&resume).await? {
+        // A transactional sink's own record of what it wrote wins over Ferry's checkpoint.
+        input = InputPosition::decode(&external)?;
+    }
+    let client = config.pulsar.connect().await?;
+    let mut options = SinkConsumerOptions::new(config.inputs.clone(), config.subscription.clone());
+    options.subscription_type = SinkSubscription::Failover;
+    options.consumer_name = format!("{}-{}", config.subscription, config.index);
+    options.start = config.start;
+    let mut consumer = SinkConsumer::open(&client, options).await?;
+    info!(
+        connector = %config.connector,
+        instance = config.index,
+        epoch = config.epoch,
+        guarantee = ?config.guarantee,
+        partitions = input.0.len(),
+        "sink instance running"
+    );
+    update(&status, |status| status.state = InstanceState::Running);
+
+    let mut uncommitted = Uncommitted::default();
+    let mut last_commit = tokio::time::Instant::now();
+    let mut batch: Vec<SinkRecord> = Vec::new();
+    loop {
+        let due = last_commit + config.checkpoints.every;
+        match tokio::time::timeout_at(due, consumer.next()).await {
+            Ok(message) => {
+                let message = message?;
+                update(&status, |status| status.records_read += 1);
+                if config.guarantee != Guarantee::AtMostOnce
+                    && input.covers(&message.topic, message.id)
+                {
+                    // Written before the checkpoint this owner resumed from: a replay.
+                    update(&status, |status| status.duplicates_dropped += 1);
+                    uncommitted.to_ack.insert(message.topic.clone(), message);
+                } else {
+                    if config.guarantee == Guarantee::AtMostOnce {
+                        consumer.ack(&message).await?;
+                    }
+                    input.0.insert(message.topic.clone(), message.id);
+                    batch.push(to_sink_record(&message));
+                    if config.guarantee != Guarantee::AtMostOnce {
+                        uncommitted.to_ack.insert(message.topic.clone(), message);
+                    }
+                }
+                if batch.len() < config.write_batch.max(1) {
+                    continue;
+                }
+            }
+            Err(_elapsed) => {}
+        }
+        if !batch.is_empty() {
+            let count = batch.len() as u64;
+            sink.write(std::mem::take(&mut batch)).await?;
+            uncommitted.written += count;
+        }
+        let due = uncommitted.written >= config.checkpoints.every_records
+            || last_commit.elapsed() >= config.checkpoints.every;
+        if due && (uncommitted.written > 0 || !uncommitted.to_ack.is_empty()) {
+            let sink_position = sink.flush(&input.encode()).await?;
+            let checkpoint = SinkCheckpoint {
+                input: input.clone(),
+                sink: sink_position,
+            }
+            .encode();
+            store
+                .commit(
+                    config.epoch,
+                    committed.clone(),
+                    Checkpoint {
+                        position: checkpoint.clone(),
+                        sequence_id: None,
+                    },
+                )
+                .await?;
+            committed = Some(checkpoint);
+            for message in uncommitted.to_ack.values() {
+                consumer.ack_cumulative(message).await?;
+            }
+            let written = uncommitted.written;
+            uncommitted = Uncommitted::default();
+            update(&status, |status| {
+                status.records_confirmed += written;
+                status.checkpoints_committed += 1;
+                status.last_progress = Some(SystemTime::now());
+            });
+        }
+        if due {
+            last_commit = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn to_sink_record(message: &InputMessage) -> SinkRecord {
+    SinkRecord {
+        record: Record {
+            key: message.key.clone(),
+            value: message.payload.clone(),
+            properties: message.properties.clone(),
+            event_time_ms: message.event_time_ms,
+            schema_name: None,
+        },
+        topic: message.topic.clone(),
+        message_id: message.id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ledger_id: u64, entry_id: u64, batch_index: i32) -> InputMessageId {
+        InputMessageId {
+            ledger_id,
+            entry_id,
+            batch_index,
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_damage_is_reported() {
+        let checkpoint = SinkCheckpoint {
+            input: InputPosition(BTreeMap::from([
+                ("persistent://public/default/a".to_owned(), id(7, 3, -1)),
+                (
+                    "persistent://public/default/b-partition-1".to_owned(),
+                    id(9, 0, 4),
+                ),
+            ])),
+            sink: vec![0, 0, 0, 42],
+        };
+        let bytes = checkpoint.encode();
+        assert_eq!(SinkCheckpoint::decode(&bytes).expect("decode"), checkpoint);
+        let truncated = SinkCheckpoint::decode(&bytes[..bytes.len() - 1]).expect_err("truncated");
+        assert!(truncated.to_string().contains("truncated"), "{truncated}");
+        let mut versioned = bytes.clone();
+        versioned[0] = 9;
+        let error = SinkCheckpoint::decode(&versioned).expect_err("version");
+        assert!(error.to_string().contains("version 9"), "{error}");
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(SinkCheckpoint::decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn an_input_position_covers_ids_at_or_below_its_partitions() {
+        let position = InputPosition(BTreeMap::from([("t".to_owned(), id(5, 10, -1))]));
+        assert!(position.covers("t", id(5, 10, -1)));
+        assert!(position.covers("t", id(4, 99, -1)));
+        assert!(!position.covers("t", id(5, 11, -1)));
+        assert!(!position.covers("u", id(1, 0, -1)));
+    }
+}
