@@ -9,7 +9,7 @@ pub mod checkpoint;
 pub mod sink;
 pub mod source;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Processing guarantees (../shared/DESIGN.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +45,11 @@ pub struct InstanceStatus {
     pub state: InstanceState,
     /// Records read from the source.
     pub records_read: u64,
-    /// Records confirmed by Pulsar (persisted or dropped as duplicates).
+    /// Records done with: for a source, confirmed by Pulsar (persisted or dropped as
+    /// duplicates); for a sink, written and checkpointed, or skipped as already written.
     pub records_confirmed: u64,
-    /// Of those, duplicates the broker already had (replays after failover).
+    /// Of those, replays after failover: duplicates the broker already had (sources), or
+    /// messages at or below the checkpoint skipped (sinks).
     pub duplicates_dropped: u64,
     /// Checkpoints committed.
     pub checkpoints_committed: u64,
@@ -55,4 +57,55 @@ pub struct InstanceStatus {
     pub last_error: Option<String>,
     /// When records last moved.
     pub last_progress: Option<SystemTime>,
+}
+
+impl InstanceStatus {
+    /// Records read but not yet done with: input the instance holds but has not moved.
+    pub fn pending(&self) -> u64 {
+        self.records_read.saturating_sub(self.records_confirmed)
+    }
+
+    /// Whether the instance is running with input pending but made no progress for
+    /// `stuck_after` since `now` (or since `started`, when it never made any): STUCK, not
+    /// RUNNING (../shared/DESIGN.md §5, status is truthful).
+    pub fn is_stuck(&self, now: SystemTime, started: SystemTime, stuck_after: Duration) -> bool {
+        let since = self.last_progress.unwrap_or(started);
+        self.state == InstanceState::Running
+            && self.pending() > 0
+            && now.duration_since(since).unwrap_or_default() >= stuck_after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuck_means_running_with_input_pending_and_no_recent_progress() {
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let stuck_after = Duration::from_secs(10);
+        let mut status = InstanceStatus {
+            state: InstanceState::Running,
+            records_read: 5,
+            records_confirmed: 5,
+            last_progress: Some(started),
+            ..InstanceStatus::default()
+        };
+        let later = started + Duration::from_secs(60);
+        // Nothing pending: idle, not stuck.
+        assert!(!status.is_stuck(later, started, stuck_after));
+        status.records_read = 7;
+        assert_eq!(status.pending(), 2);
+        assert!(status.is_stuck(later, started, stuck_after));
+        // Progress within stuck_after: running.
+        assert!(!status.is_stuck(started + Duration::from_secs(5), started, stuck_after));
+        // Only a running instance can be stuck.
+        status.state = InstanceState::Failed;
+        assert!(!status.is_stuck(later, started, stuck_after));
+        // Never any progress: measured from the start.
+        status.state = InstanceState::Running;
+        status.last_progress = None;
+        assert!(status.is_stuck(later, started, stuck_after));
+        assert!(!status.is_stuck(started + Duration::from_secs(1), started, stuck_after));
+    }
 }

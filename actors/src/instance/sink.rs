@@ -340,6 +340,8 @@ impl Handler<Stop> for SinkInstance {
 struct Uncommitted {
     /// Records written.
     written: u64,
+    /// Replayed records skipped.
+    skipped: u64,
     /// The newest message of each partition to acknowledge after the commit.
     to_ack: BTreeMap<String, InputMessage>,
 }
@@ -407,6 +409,7 @@ async fn drive(
                 {
                     // Written before the checkpoint this owner resumed from: a replay.
                     update(&status, |status| status.duplicates_dropped += 1);
+                    uncommitted.skipped += 1;
                     uncommitted.to_ack.insert(message.topic.clone(), message);
                 } else {
                     if config.guarantee == Guarantee::AtMostOnce {
@@ -452,10 +455,10 @@ async fn drive(
             for message in uncommitted.to_ack.values() {
                 consumer.ack_cumulative(message).await?;
             }
-            let written = uncommitted.written;
+            let handled = uncommitted.written + uncommitted.skipped;
             uncommitted = Uncommitted::default();
             update(&status, |status| {
-                status.records_confirmed += written;
+                status.records_confirmed += handled;
                 status.checkpoints_committed += 1;
                 status.last_progress = Some(SystemTime::now());
             });
