@@ -3,10 +3,14 @@
 //! - [`broker`]: the real Pulsar broker every Pulsar test talks to. Its addresses come from
 //!   `PULSAR_URL` and `PULSAR_ADMIN_URL`; when it does not answer, the test **fails** with a
 //!   message saying how to start it. A Pulsar test never skips silently.
+//! - [`postgres`]: the real PostgreSQL server the `postgres` sink's tests write to. Its URL
+//!   comes from `FERRY_TEST_PG_URL`; when it does not answer, the test **fails** with a message
+//!   saying how to start it (`deploy/postgres/postgres.sh start`).
 //! - [`wait`]: waiting for a condition with a deadline and a reason, instead of sleeping.
 //! - [`unique_name`]: names for topics and subscriptions that no earlier run used.
 
 pub mod broker;
+pub mod postgres;
 pub mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
