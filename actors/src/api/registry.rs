@@ -179,7 +179,10 @@ pub fn builtin() -> &'static [ConnectorType] {
     BUILTIN
 }
 
-static BUILTIN: &[ConnectorType] = &[connectors::datagen::CONNECTOR_TYPE];
+static BUILTIN: &[ConnectorType] = &[
+    connectors::datagen::CONNECTOR_TYPE,
+    connectors::file::SOURCE_TYPE,
+];
 
 /// Returns the built-in type `name` of `kind`, or an error naming the field and the choices.
 pub fn find(kind: ConnectorKind, name: &str) -> Result<&'static ConnectorType, ConnectorError> {

@@ -1,0 +1,11 @@
+//! `file`: a source following the lines of files matching a pattern, and a sink appending lines
+//! to one file. Both offer effectively-once: the source is replayable (files read in name order,
+//! like log segments), the sink idempotent (truncated back to its checkpointed length).
+//!
+//! - [`source`]: the source, its config and its position.
+//! - [`glob`]: the file-name pattern the source matches.
+
+pub mod glob;
+pub mod source;
+
+pub use source::{FilePosition, FileSource, FileSourceConfig, SOURCE_TYPE};
