@@ -10,7 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_actors::api::registry::{self, ConnectorKind};
-use ferry_actors::api::{ConnectorError, Position, Source, SourceRead, SourceRecord};
+use ferry_actors::api::{
+    ConnectorError, InputMessageId, Position, Record, Sink, SinkDelivery, SinkRecord, SinkResume,
+    Source, SourceRead, SourceRecord,
+};
 use ferry_test_support::wait;
 use serde_json::json;
 
@@ -246,6 +249,182 @@ fn source_configs_are_refused_naming_the_field() {
             "{config}: {error}"
         );
     }
+}
+
+fn file_sink(path: &Path) -> Box<dyn Sink> {
+    registry::find(ConnectorKind::Sink, "file")
+        .expect("the file sink is registered")
+        .build_sink(&json!({ "path": path }))
+        .expect("a valid config")
+}
+
+/// Input records `line-<first>` .. `line-<end - 1>`, one message each.
+fn lines(range: std::ops::Range<u64>) -> Vec<SinkRecord> {
+    range
+        .map(|entry_id| SinkRecord {
+            record: Record {
+                value: format!("line-{entry_id}").into_bytes(),
+                ..Record::default()
+            },
+            topic: "persistent://public/default/in".to_owned(),
+            message_id: InputMessageId {
+                ledger_id: 7,
+                entry_id,
+                batch_index: -1,
+            },
+        })
+        .collect()
+}
+
+fn resume_at(sink: Option<Position>) -> SinkResume {
+    SinkResume {
+        instance: "public/default/out#0".to_owned(),
+        sink,
+        ..SinkResume::default()
+    }
+}
+
+fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read the output")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn expected_lines(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|entry_id| format!("line-{entry_id}")).collect()
+}
+
+#[tokio::test]
+async fn sink_appends_one_line_per_record_and_flush_returns_the_length() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("new/dir/out.txt");
+    let mut sink = file_sink(&path);
+    assert_eq!(sink.capabilities().delivery, SinkDelivery::Idempotent);
+    assert_eq!(sink.open(&resume_at(None)).await.expect("open"), None);
+    assert!(path.exists(), "open creates the file and its directory");
+    sink.write(lines(0..3)).await.expect("write");
+    sink.write(lines(3..4)).await.expect("write");
+    let position = sink.flush(&vec![1]).await.expect("flush");
+    assert_eq!(file_lines(&path), expected_lines(0..4));
+    let length = std::fs::metadata(&path).expect("metadata").len();
+    assert_eq!(length, 4 * "line-0\n".len() as u64);
+    assert_eq!(position, length.to_be_bytes());
+
+    // Reopened without a checkpoint: appended to, not truncated.
+    let mut reopened = file_sink(&path);
+    reopened.open(&resume_at(None)).await.expect("open");
+    reopened.write(lines(4..5)).await.expect("write");
+    reopened.flush(&vec![2]).await.expect("flush");
+    assert_eq!(file_lines(&path), expected_lines(0..5));
+}
+
+/// 1. write 10 lines and flush: position P; 2. write 5 more and crash (drop without flush);
+/// 3. reopen at P: the 5 are cut off; 4. the replay writes them again: each line once.
+#[tokio::test]
+async fn sink_replay_after_a_crash_writes_each_line_once() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("out.txt");
+    let mut sink = file_sink(&path);
+    sink.open(&resume_at(None)).await.expect("open");
+    sink.write(lines(0..10)).await.expect("write");
+    let checkpoint = sink.flush(&vec![10]).await.expect("flush");
+    sink.write(lines(10..15)).await.expect("write");
+    drop(sink);
+    assert_eq!(
+        file_lines(&path),
+        expected_lines(0..15),
+        "written, not flushed"
+    );
+
+    let mut successor = file_sink(&path);
+    assert_eq!(
+        successor
+            .open(&resume_at(Some(checkpoint.clone())))
+            .await
+            .expect("open at the checkpoint"),
+        None
+    );
+    assert_eq!(
+        file_lines(&path),
+        expected_lines(0..10),
+        "the unflushed tail is cut"
+    );
+    successor.write(lines(10..15)).await.expect("replay");
+    let position = successor.flush(&vec![15]).await.expect("flush");
+    assert_eq!(file_lines(&path), expected_lines(0..15));
+    assert!(position > checkpoint);
+}
+
+#[tokio::test]
+async fn sink_position_past_the_end_of_the_file_is_invalid() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("out.txt");
+    std::fs::write(&path, "abc\n").expect("write");
+    let mut sink = file_sink(&path);
+    let error = sink
+        .open(&resume_at(Some(100_u64.to_be_bytes().to_vec())))
+        .await
+        .expect_err("past the end");
+    assert!(
+        matches!(&error, ConnectorError::InvalidPosition(reason) if reason.contains("100") && reason.contains("(4 bytes)")),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), "abc\n");
+    let error = sink
+        .open(&resume_at(Some(vec![0, 1])))
+        .await
+        .expect_err("not 8 bytes");
+    assert!(
+        matches!(error, ConnectorError::InvalidPosition(_)),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn blackhole_counts_records_and_flushes_the_count() {
+    let blackhole = registry::find(ConnectorKind::Sink, "blackhole").expect("registered");
+    assert!(blackhole.effectively_once);
+    let mut sink = blackhole.build_sink(&json!({})).expect("no fields needed");
+    assert_eq!(sink.capabilities().delivery, SinkDelivery::Idempotent);
+    sink.open(&resume_at(Some(5_u64.to_be_bytes().to_vec())))
+        .await
+        .expect("open");
+    sink.write(lines(0..3)).await.expect("write");
+    assert_eq!(
+        sink.flush(&Vec::new()).await.expect("flush"),
+        8_u64.to_be_bytes(),
+        "5 counted before the checkpoint, 3 since"
+    );
+}
+
+#[test]
+fn sink_configs_are_refused_naming_the_field() {
+    let file = registry::find(ConnectorKind::Sink, "file").expect("registered");
+    assert!(file.effectively_once);
+    file.validate(&json!({"path": "/tmp/out.txt"}))
+        .expect("valid");
+    let blackhole = registry::find(ConnectorKind::Sink, "blackhole").expect("registered");
+    for (connector_type, config, field) in [
+        (
+            file,
+            json!({"path": "/tmp/out.txt", "mode": "append"}),
+            "mode",
+        ),
+        (file, json!({}), "path"),
+        (file, json!({"path": ["/tmp/out.txt"]}), "path"),
+        (file, json!({"path": ""}), "path"),
+        (blackhole, json!({"count": 1}), "count"),
+    ] {
+        let error = connector_type.validate(&config).expect_err("invalid");
+        assert!(
+            matches!(&error, ConnectorError::InvalidConfig { field: named, .. } if named == field),
+            "{config}: {error}"
+        );
+    }
+    let error = registry::find(ConnectorKind::Source, "blackhole").expect_err("a sink only");
+    assert!(error.to_string().contains("source_type"), "{error}");
 }
 
 fn append(path: &Path, text: &str) {

@@ -182,6 +182,8 @@ pub fn builtin() -> &'static [ConnectorType] {
 static BUILTIN: &[ConnectorType] = &[
     connectors::datagen::CONNECTOR_TYPE,
     connectors::file::SOURCE_TYPE,
+    connectors::file::SINK_TYPE,
+    connectors::blackhole::CONNECTOR_TYPE,
 ];
 
 /// Returns the built-in type `name` of `kind`, or an error naming the field and the choices.

@@ -1,10 +1,12 @@
 //! Built-in connectors, one module each.
 //!
+//! - [`blackhole`]: a sink that counts records and drops them (benchmarks).
 //! - [`datagen`]: deterministic generated records (replayable), the workhorse for tests,
 //!   demos and benchmarks.
 //! - [`file`]: a source following the lines of files matching a pattern (replayable) and a
 //!   sink appending lines to a file (idempotent).
 
+pub mod blackhole;
 pub mod datagen;
 pub mod file;
 
@@ -12,6 +14,17 @@ use serde_json::Value;
 
 use crate::api::ConnectorError;
 use crate::api::registry::{ConfigField, FieldType};
+
+/// Decodes a position that is one number, 8 bytes big-endian, written by the `connector` type.
+pub(crate) fn decode_u64_position(connector: &str, position: &[u8]) -> Result<u64, ConnectorError> {
+    let bytes: [u8; 8] = position.try_into().map_err(|_| {
+        ConnectorError::InvalidPosition(format!(
+            "a {connector} position is 8 bytes, got {}",
+            position.len()
+        ))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
 
 /// Refuses a config value whose JSON type is not its field's declared type, naming the field.
 ///

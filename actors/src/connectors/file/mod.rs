@@ -3,9 +3,12 @@
 //! like log segments), the sink idempotent (truncated back to its checkpointed length).
 //!
 //! - [`source`]: the source, its config and its position.
+//! - [`sink`]: the sink and its config.
 //! - [`glob`]: the file-name pattern the source matches.
 
 pub mod glob;
+pub mod sink;
 pub mod source;
 
+pub use sink::{FileSink, FileSinkConfig, SINK_TYPE};
 pub use source::{FilePosition, FileSource, FileSourceConfig, SOURCE_TYPE};

@@ -1,0 +1,254 @@
+//! The `file` sink: appends one line per record (the value's bytes, then `\n`) to one file.
+//!
+//! Idempotent, hence effectively-once: `flush` makes the file durable and returns its length
+//! as the sink position; `open` truncates the file back to the checkpointed length, so what was
+//! written after the last checkpoint is cut off and written again by the replay, once.
+//! Without a checkpoint (`resume.sink` absent) the file is left as it is: it may hold lines
+//! written before the instance's first checkpoint, or lines that are not Ferry's at all.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::api::registry::{self, Builder, ConfigField, ConnectorType, FieldType};
+use crate::api::{
+    ConnectorError, Position, Sink, SinkCapabilities, SinkDelivery, SinkRecord, SinkResume,
+};
+use crate::connectors;
+
+/// The `file` sink type in the registry.
+pub const SINK_TYPE: ConnectorType = ConnectorType {
+    name: "file",
+    description: "Appends each record's value as one line to a file (idempotent: truncated \
+                  back to the checkpointed length on recovery)",
+    fields: &[ConfigField {
+        name: "path",
+        field_type: FieldType::String,
+        required: true,
+        default: None,
+        secret: false,
+        description: "The file to append to; it and its directory are created when missing",
+    }],
+    effectively_once: true,
+    builder: Builder::Sink(build),
+};
+
+fn build(config: &serde_json::Value) -> Result<Box<dyn Sink>, ConnectorError> {
+    connectors::check_field_types(SINK_TYPE.fields, config)?;
+    let config: FileSinkConfig = registry::parse_config(config)?;
+    Ok(Box::new(FileSink::new(&config)?))
+}
+
+/// Configuration of a `file` sink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to append to; it and its directory are created when missing.
+    pub path: String,
+}
+
+/// Decodes a `file` sink position: the file's length, 8 bytes big-endian.
+pub fn decode_position(position: &[u8]) -> Result<u64, ConnectorError> {
+    connectors::decode_u64_position("file sink", position)
+}
+
+/// The `file` sink.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    /// Open in append mode once `open` succeeded; shared with the blocking tasks that use it.
+    file: Option<Arc<File>>,
+}
+
+impl FileSink {
+    /// Returns a sink for `config`, not yet opened; fails naming the field of an invalid config.
+    pub fn new(config: &FileSinkConfig) -> Result<Self, ConnectorError> {
+        if config.path.is_empty() || config.path.ends_with('/') {
+            return Err(ConnectorError::InvalidConfig {
+                field: "path".to_owned(),
+                reason: format!("{:?} does not name a file", config.path),
+            });
+        }
+        Ok(Self {
+            path: PathBuf::from(&config.path),
+            file: None,
+        })
+    }
+
+    fn opened(&self) -> Result<Arc<File>, ConnectorError> {
+        self.file
+            .clone()
+            .ok_or_else(|| ConnectorError::Unavailable {
+                system: "file".to_owned(),
+                reason: format!("{} is not open (open the sink first)", self.path.display()),
+            })
+    }
+}
+
+/// Opens `path` for appending, creating it and its directory, and truncates it back to
+/// `restore_to` bytes when given.
+fn open_and_restore(path: &Path, restore_to: Option<u64>) -> Result<File, ConnectorError> {
+    let unavailable = |error: io::Error| unavailable(path, &error);
+    let parent = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent).map_err(unavailable)?;
+    }
+    let existed = path.try_exists().map_err(unavailable)?;
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(unavailable)?;
+    if !existed {
+        // A new file's directory entry is durable only once its directory is synced.
+        File::open(parent.unwrap_or(Path::new(".")))
+            .and_then(|directory| directory.sync_all())
+            .map_err(unavailable)?;
+    }
+    if let Some(restore_to) = restore_to {
+        let length = file.metadata().map_err(unavailable)?.len();
+        if restore_to > length {
+            return Err(ConnectorError::InvalidPosition(format!(
+                "the checkpointed length {restore_to} is past the end of {} ({length} bytes): \
+                 the file was truncated or replaced outside Ferry",
+                path.display()
+            )));
+        }
+        if restore_to < length {
+            tracing::info!(
+                file = %path.display(),
+                from = length,
+                to = restore_to,
+                "truncating the lines written after the last checkpoint"
+            );
+            file.set_len(restore_to).map_err(unavailable)?;
+            file.sync_all().map_err(unavailable)?;
+        }
+    }
+    Ok(file)
+}
+
+fn unavailable(path: &Path, error: &io::Error) -> ConnectorError {
+    ConnectorError::Unavailable {
+        system: "file".to_owned(),
+        reason: format!("{}: {error}", path.display()),
+    }
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
+) -> Result<T, ConnectorError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ConnectorError::Unavailable {
+            system: "file".to_owned(),
+            reason: format!("file task failed: {error}"),
+        })?
+}
+
+impl Sink for FileSink {
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            delivery: SinkDelivery::Idempotent,
+        }
+    }
+
+    fn open(
+        &mut self,
+        resume: &SinkResume,
+    ) -> BoxFuture<'_, Result<Option<Position>, ConnectorError>> {
+        let restore_to = resume.sink.as_deref().map(decode_position).transpose();
+        Box::pin(async move {
+            let restore_to = restore_to?;
+            self.file = None;
+            let path = self.path.clone();
+            let file = blocking(move || open_and_restore(&path, restore_to)).await?;
+            self.file = Some(Arc::new(file));
+            Ok(None)
+        })
+    }
+
+    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let file = self.opened()?;
+            let mut lines = Vec::with_capacity(
+                records
+                    .iter()
+                    .map(|record| record.record.value.len() + 1)
+                    .sum(),
+            );
+            for record in records {
+                lines.extend_from_slice(&record.record.value);
+                lines.push(b'\n');
+            }
+            let path = self.path.clone();
+            blocking(move || {
+                (&*file)
+                    .write_all(&lines)
+                    .map_err(|error| unavailable(&path, &error))
+            })
+            .await
+        })
+    }
+
+    fn flush(&mut self, _input: &Position) -> BoxFuture<'_, Result<Position, ConnectorError>> {
+        Box::pin(async move {
+            let file = self.opened()?;
+            let path = self.path.clone();
+            let length = blocking(move || {
+                file.sync_all()
+                    .and_then(|()| file.metadata())
+                    .map(|metadata| metadata.len())
+                    .map_err(|error| unavailable(&path, &error))
+            })
+            .await?;
+            Ok(length.to_be_bytes().to_vec())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_eight_bytes() {
+        assert_eq!(decode_position(&42_u64.to_be_bytes()).expect("valid"), 42);
+        let error = decode_position(&[1, 2, 3]).expect_err("short");
+        assert_eq!(
+            error,
+            ConnectorError::InvalidPosition("a file sink position is 8 bytes, got 3".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_path_naming_no_file_is_refused() {
+        for path in ["", "/tmp/dir/"] {
+            let error = FileSink::new(&FileSinkConfig {
+                path: path.to_owned(),
+            })
+            .expect_err("no file");
+            assert!(
+                matches!(&error, ConnectorError::InvalidConfig { field, .. } if field == "path"),
+                "{error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn writing_before_open_is_refused() {
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: "/nonexistent/out.txt".to_owned(),
+        })
+        .expect("valid");
+        let error = sink.write(Vec::new()).await.expect_err("not open");
+        assert!(error.to_string().contains("not open"), "{error}");
+    }
+}
