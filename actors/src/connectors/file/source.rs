@@ -487,6 +487,29 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn after_an_idle_read_the_file_system_is_looked_at_again_only_after_the_interval() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let mut source = FileSource::new(&FileSourceConfig {
+            path_glob: format!("{}/*.log", directory.path().display()),
+            poll_interval_ms: 1_000,
+        })
+        .expect("valid");
+        source.open(None).await.expect("open");
+        assert_eq!(source.read(10).await.expect("read"), SourceRead::Idle);
+        std::fs::write(directory.path().join("a.log"), "one\n").expect("write");
+        assert_eq!(
+            source.read(10).await.expect("read"),
+            SourceRead::Idle,
+            "within the interval: not looked at"
+        );
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        let SourceRead::Records(records) = source.read(10).await.expect("read") else {
+            panic!("the new line is read once the interval passed");
+        };
+        assert_eq!(records[0].record.value, b"one");
+    }
+
     #[test]
     fn a_complete_file_gives_its_last_line_without_a_newline_then_the_next_file() {
         let directory = tempfile::tempdir().expect("a temporary directory");
