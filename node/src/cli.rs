@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ferry_actors::pulsar::admin::PulsarAdmin;
 use ferry_proto::admin::v1::GetVersionRequest;
 use ferry_proto::admin::v1::admin_client::AdminClient;
 use tonic::transport::Endpoint;
 use tracing::info;
 
+use crate::admin::AdminService;
 use crate::bench::{self, BenchCommand};
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
@@ -161,11 +163,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(%address, version = VERSION, "ferry node listening");
     // Scripts and tests read the bound address from this line (useful with port 0).
     println!("listening on {address}");
-    let serving = server::serve(
+    let admin = AdminService::new(
+        meta.clone(),
+        pulsar_admin(settings.pulsar_admin_url.as_deref())?,
+    );
+    let serving = server::serve_with_admin(
         listener,
         stop,
         server::SHUTDOWN_GRACE,
         meta.as_ref().map(Meta::cluster_service),
+        admin,
     );
     let Some((meta, cluster)) = meta.zip(settings.cluster) else {
         serving.await?;
@@ -194,6 +201,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     meta.shutdown().await?;
     ended?;
     Ok(())
+}
+
+/// Returns the Pulsar admin client the admin API checks deduplication with.
+fn pulsar_admin(url: Option<&str>) -> anyhow::Result<Option<PulsarAdmin>> {
+    url.map(|url| PulsarAdmin::new(url, None, None))
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("invalid --pulsar-admin-url: {error}"))
 }
 
 /// Opens the metadata store and starts Raft, storing the node identity on first start.

@@ -80,6 +80,21 @@ pub async fn serve<S>(
 where
     S: Future<Output = &'static str>,
 {
+    serve_with_admin(listener, shutdown, grace, cluster, AdminService::default()).await
+}
+
+/// Serves like [`serve`], with `admin` answering the admin API (over the node's metadata store
+/// and Pulsar admin API).
+pub async fn serve_with_admin<S>(
+    listener: TcpListener,
+    shutdown: S,
+    grace: Duration,
+    cluster: Option<ClusterServer<ClusterService>>,
+    admin: AdminService,
+) -> Result<(), ServeError>
+where
+    S: Future<Output = &'static str>,
+{
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
@@ -89,7 +104,7 @@ where
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
         .add_service(health_service)
-        .add_service(AdminServer::new(AdminService))
+        .add_service(AdminServer::new(admin))
         .add_optional_service(cluster)
         .serve_with_incoming_shutdown(incoming, async {
             // A dropped sender also stops the server: nobody is left to keep it running.

@@ -1,22 +1,815 @@
 //! The admin API (`ferry.admin.v1.Admin`) as served by every node.
+//!
+//! Any node answers any call: reads are linearizable reads of the metadata store (a follower
+//! asks the leader for a read index), writes go through [`Meta::write`], which forwards to the
+//! leader, and membership changes that only the leader can make are forwarded to the leader's
+//! own admin API.
+//!
+//! - [`error`]: the errors and their gRPC codes.
+//! - [`validate`]: connector definitions checked into the stored spec (pure).
+//! - [`convert`]: between API messages and stored types; secrets leave as `"***"`.
+//!
+//! Nothing here logs a config: logs name the connector and what happened, never values.
 
+pub mod convert;
+pub mod error;
+pub mod validate;
+
+use ferry_actors::api::registry;
+use ferry_actors::pulsar::admin::{DecidedBy, PulsarAdmin, TopicName};
+use ferry_proto::admin::v1 as proto;
+use ferry_proto::admin::v1::admin_client::AdminClient;
 use ferry_proto::admin::v1::admin_server::Admin;
-use ferry_proto::admin::v1::{GetVersionRequest, GetVersionResponse};
 use tonic::{Request, Response, Status};
+use tracing::info;
+
+use self::error::AdminError;
+use self::validate::Draft;
+use crate::meta::Meta;
+use crate::meta::state::{
+    Command, Connector, ConnectorKind, ConnectorName, DesiredState, Guarantee, InstanceKey,
+    NodeState, Outcome, State,
+};
+
+/// Request metadata marking a call one node passed on to the leader (never passed on again).
+const FORWARDED_HEADER: &str = "x-ferry-forwarded";
 
 /// Answers admin calls on this node.
 #[derive(Debug, Clone, Default)]
-pub struct AdminService;
+pub struct AdminService {
+    /// The metadata store; None on a node started without `--data-dir`.
+    meta: Option<Meta>,
+    /// The Pulsar admin API, for the deduplication check; None without `--pulsar-admin-url`.
+    pulsar_admin: Option<PulsarAdmin>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl AdminService {
+    /// Returns a service over this node's metadata store and Pulsar admin API.
+    pub fn new(meta: Option<Meta>, pulsar_admin: Option<PulsarAdmin>) -> Self {
+        Self { meta, pulsar_admin }
+    }
+
+    fn meta(&self) -> Result<&Meta, AdminError> {
+        self.meta.as_ref().ok_or_else(|| {
+            AdminError::FailedPrecondition(
+                "this node has no metadata store (it was started without --data-dir)".to_owned(),
+            )
+        })
+    }
+
+    fn meta_error(&self, error: crate::meta::MetaError) -> AdminError {
+        let leader = self.meta.as_ref().and_then(Meta::leader_address);
+        AdminError::from_meta(error, leader)
+    }
+
+    /// Runs `read` on linearizable state.
+    async fn read<T>(&self, read: impl FnOnce(&State) -> T) -> Result<T, AdminError> {
+        let meta = self.meta()?;
+        meta.read(read)
+            .await
+            .map_err(|error| self.meta_error(error))
+    }
+
+    /// Commits `command` through the leader; a refusal becomes the matching error.
+    async fn write(&self, command: Command) -> Result<Outcome, AdminError> {
+        let meta = self.meta()?;
+        let reply = meta
+            .write(command)
+            .await
+            .map_err(|error| self.meta_error(error))?;
+        Ok(reply?)
+    }
+
+    /// Returns the stored connector `name` of `kind` (any kind when None); NotFound names what
+    /// was looked for, and what exists instead when the kind differs.
+    async fn connector(
+        &self,
+        name: &ConnectorName,
+        kind: Option<ConnectorKind>,
+    ) -> Result<Connector, AdminError> {
+        let stored = self
+            .read(|state| state.connectors.get(name).cloned())
+            .await?;
+        let wanted = kind.map_or("connector", convert::kind_word);
+        match stored {
+            None => Err(AdminError::NotFound(format!("{wanted} {name}"))),
+            Some(connector) if kind.is_some_and(|kind| kind != connector.spec.kind) => {
+                Err(AdminError::NotFound(format!(
+                    "{wanted} {name} (it is a {})",
+                    convert::kind_word(connector.spec.kind)
+                )))
+            }
+            Some(connector) => Ok(connector),
+        }
+    }
+
+    /// Refuses an effectively-once source whose output topic the broker does not deduplicate.
+    async fn check_deduplication(
+        &self,
+        spec: &crate::meta::state::ConnectorSpec,
+    ) -> Result<(), AdminError> {
+        if spec.kind != ConnectorKind::Source || spec.guarantee != Guarantee::EffectivelyOnce {
+            return Ok(());
+        }
+        let Some(topic) = spec.topics.first() else {
+            return Ok(());
+        };
+        let topic = TopicName::parse(topic)
+            .map_err(|error| AdminError::invalid("destination_topic_name", error.to_string()))?;
+        let Some(pulsar_admin) = &self.pulsar_admin else {
+            return Err(AdminError::FailedPrecondition(
+                "processing_guarantees: effectively-once needs broker deduplication on the \
+                 destination topic, which this node cannot check: it was started without \
+                 --pulsar-admin-url"
+                    .to_owned(),
+            ));
+        };
+        let deduplication =
+            pulsar_admin
+                .deduplication(&topic)
+                .await
+                .map_err(|error| AdminError::Unavailable {
+                    reason: format!(
+                        "cannot check deduplication of {topic} (--pulsar-admin-url): {error}"
+                    ),
+                    leader: None,
+                })?;
+        if deduplication.enabled {
+            return Ok(());
+        }
+        let decided_by = match deduplication.decided_by {
+            DecidedBy::Topic => "the topic's policy",
+            DecidedBy::Namespace => "the namespace's policy",
+            DecidedBy::Broker => "the broker's brokerDeduplicationEnabled",
+            DecidedBy::NonPersistentTopic => "the topic being non-persistent",
+        };
+        Err(AdminError::FailedPrecondition(format!(
+            "processing_guarantees: effectively-once needs broker deduplication, which is off for \
+             {topic} (decided by {decided_by}); enable it with `pulsar-admin namespaces \
+             set-deduplication {}/{} --enable`",
+            topic.tenant, topic.namespace
+        )))
+    }
+
+    async fn create(
+        &self,
+        request: proto::CreateConnectorRequest,
+    ) -> Result<proto::ConnectorInfo, AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let given = request
+            .spec
+            .ok_or_else(|| AdminError::invalid("spec", "is required"))?;
+        let kind = convert::required_kind(given.kind)?;
+        let draft = Draft {
+            kind,
+            connector_type: given.connector_type,
+            config: validate::without_nulls(validate::parse_config(
+                validate::config_flag(kind),
+                &given.config_json,
+            )?),
+            topics: given.topics,
+            subscription: given.subscription,
+            parallelism: given.parallelism.map_or(1, i64::from),
+            guarantee: convert::guarantee(given.processing_guarantee)?
+                .unwrap_or(Guarantee::AtLeastOnce),
+        };
+        let spec = validate::spec(&draft)?;
+        // The store answers a repeated identical create as a retry; a user creating what
+        // exists is told so.
+        if let Some(existing) = self
+            .read(|state| state.connectors.get(&name).map(|c| c.spec.kind))
+            .await?
+        {
+            return Err(AdminError::AlreadyExists(format!(
+                "{} {name}",
+                convert::kind_word(existing)
+            )));
+        }
+        self.check_deduplication(&spec).await?;
+        self.write(Command::CreateConnector {
+            connector: name.clone(),
+            spec,
+        })
+        .await?;
+        info!(connector = %name, kind = convert::kind_word(kind), "connector created");
+        let stored = self.connector(&name, Some(kind)).await?;
+        Ok(convert::connector_info(&name, &stored))
+    }
+
+    async fn update(
+        &self,
+        request: proto::UpdateConnectorRequest,
+    ) -> Result<proto::ConnectorInfo, AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let kind = convert::required_kind(request.kind)?;
+        let stored = self.connector(&name, Some(kind)).await?;
+        if let Some(connector_type) = &request.connector_type
+            && !connector_type.is_empty()
+            && connector_type != &stored.spec.connector_type
+        {
+            return Err(AdminError::invalid(
+                validate::type_field(kind),
+                format!(
+                    "cannot change from {} to {connector_type}; delete and create instead",
+                    stored.spec.connector_type
+                ),
+            ));
+        }
+        let mut config = validate::stored_config(&stored.spec)?;
+        if let Some(text) = &request.config_json {
+            validate::merge_config(
+                &mut config,
+                validate::parse_config(validate::config_flag(kind), text)?,
+            );
+        }
+        let draft = Draft {
+            kind,
+            connector_type: stored.spec.connector_type.clone(),
+            config,
+            topics: if request.topics.is_empty() {
+                stored.spec.topics.clone()
+            } else {
+                request.topics
+            },
+            subscription: request
+                .subscription
+                .or_else(|| stored.spec.subscription.clone()),
+            parallelism: request
+                .parallelism
+                .map_or(i64::from(stored.spec.parallelism), i64::from),
+            guarantee: convert::guarantee(request.processing_guarantee)?
+                .unwrap_or(stored.spec.guarantee),
+        };
+        let spec = validate::spec(&draft)?;
+        self.check_deduplication(&spec).await?;
+        self.write(Command::UpdateConnector {
+            connector: name.clone(),
+            spec,
+            expected_version: request.expected_version,
+        })
+        .await?;
+        info!(connector = %name, kind = convert::kind_word(kind), "connector updated");
+        let stored = self.connector(&name, Some(kind)).await?;
+        Ok(convert::connector_info(&name, &stored))
+    }
+
+    async fn control(
+        &self,
+        request: proto::ConnectorControlRequest,
+        desired: DesiredState,
+    ) -> Result<(), AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let kind = convert::kind(request.kind)?;
+        let stored = self.connector(&name, kind).await?;
+        if let Some(instance) = request.instance_id {
+            check_instance(&name, &stored, instance)?;
+            return Err(AdminError::invalid(
+                "instance_id",
+                "starting or stopping one instance is not supported yet; leave out \
+                 --instance-id to start or stop every instance",
+            ));
+        }
+        self.write(Command::SetDesiredState {
+            connector: name.clone(),
+            state: desired,
+        })
+        .await?;
+        info!(connector = %name, state = ?desired, "connector desired state set");
+        Ok(())
+    }
+
+    /// Asks each owner (or one instance's) to hand its instance off: it stops, commits a final
+    /// checkpoint and confirms, and the scheduler starts it again from that checkpoint.
+    async fn restart(&self, request: proto::ConnectorControlRequest) -> Result<(), AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let kind = convert::kind(request.kind)?;
+        let stored = self.connector(&name, kind).await?;
+        if let Some(instance) = request.instance_id {
+            check_instance(&name, &stored, instance)?;
+        }
+        if stored.desired_state == DesiredState::Stopped {
+            return Err(AdminError::FailedPrecondition(format!(
+                "{} {name} is stopped; start it instead",
+                convert::kind_word(stored.spec.kind)
+            )));
+        }
+        let owned = self
+            .read(|state| {
+                state
+                    .assignments
+                    .iter()
+                    .filter(|(key, _)| {
+                        key.connector == name
+                            && request
+                                .instance_id
+                                .is_none_or(|instance| key.instance == instance)
+                    })
+                    .map(|(key, assignment)| (key.clone(), assignment.epoch))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        for (key, epoch) in owned {
+            match self.write(Command::Revoke { key, epoch }).await {
+                // Moved or revoked meanwhile: it restarts anyway.
+                Ok(_) | Err(AdminError::FailedPrecondition(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        info!(connector = %name, instance = ?request.instance_id, "connector restart asked");
+        Ok(())
+    }
+
+    async fn status(
+        &self,
+        request: proto::GetConnectorStatusRequest,
+    ) -> Result<proto::GetConnectorStatusResponse, AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let kind = convert::kind(request.kind)?;
+        // One read for the connector and its instances, so they agree with each other.
+        let found = self
+            .read(|state| {
+                let connector = state.connectors.get(&name)?.clone();
+                let instances: Vec<proto::InstanceStatus> = (0..connector.spec.parallelism)
+                    .filter(|instance| request.instance_id.is_none_or(|wanted| wanted == *instance))
+                    .map(|instance| {
+                        let key = InstanceKey {
+                            connector: name.clone(),
+                            instance,
+                        };
+                        convert::instance_status(state, &key, connector.desired_state)
+                    })
+                    .collect();
+                Some((connector, instances))
+            })
+            .await?;
+        let (connector, instances) = match found {
+            Some(found) => found,
+            // Let the lookup word the NotFound (and say what kind it is).
+            None => (self.connector(&name, kind).await?, Vec::new()),
+        };
+        if kind.is_some_and(|kind| kind != connector.spec.kind) {
+            self.connector(&name, kind).await?;
+        }
+        if let Some(instance) = request.instance_id {
+            check_instance(&name, &connector, instance)?;
+        }
+        let info = convert::connector_info(&name, &connector);
+        let running = instances
+            .iter()
+            .filter(|instance| instance.state == i32::from(proto::InstanceState::Running))
+            .count();
+        Ok(proto::GetConnectorStatusResponse {
+            name: info.name,
+            kind: info.kind,
+            desired_state: info.desired_state,
+            parallelism: info.parallelism,
+            running: u32::try_from(running).unwrap_or(u32::MAX),
+            instances,
+        })
+    }
+
+    async fn get_offsets(
+        &self,
+        request: proto::GetOffsetsRequest,
+    ) -> Result<proto::GetOffsetsResponse, AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let kind = convert::kind(request.kind)?;
+        let stored = self.connector(&name, kind).await?;
+        if let Some(instance) = request.instance_id {
+            check_instance(&name, &stored, instance)?;
+        }
+        let offsets = self
+            .read(|state| {
+                (0..stored.spec.parallelism)
+                    .filter(|instance| request.instance_id.is_none_or(|wanted| wanted == *instance))
+                    .map(|instance| {
+                        let key = InstanceKey {
+                            connector: name.clone(),
+                            instance,
+                        };
+                        proto::InstanceOffset {
+                            instance_id: instance,
+                            checkpoint: state.checkpoints.get(&key).map(convert::checkpoint),
+                        }
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(proto::GetOffsetsResponse { offsets })
+    }
+
+    async fn reset_offsets(&self, request: proto::ResetOffsetsRequest) -> Result<(), AdminError> {
+        let name = validate::connector_name(request.name.as_ref())?;
+        let kind = convert::kind(request.kind)?;
+        let stored = self.connector(&name, kind).await?;
+        if let Some(instance) = request.instance_id {
+            check_instance(&name, &stored, instance)?;
+        }
+        if stored.desired_state != DesiredState::Stopped {
+            return Err(AdminError::FailedPrecondition(format!(
+                "{} {name} is running; stop it before resetting its offsets",
+                convert::kind_word(stored.spec.kind)
+            )));
+        }
+        self.write(Command::ResetOffsets {
+            connector: name.clone(),
+            instance: request.instance_id,
+            position: request.position.map(|position| position.to_vec()),
+        })
+        .await?;
+        info!(connector = %name, instance = ?request.instance_id, "offsets reset");
+        Ok(())
+    }
+
+    fn validate_config(&self, request: &proto::ValidateConfigRequest) -> Result<(), AdminError> {
+        let kind = convert::required_kind(request.kind)?;
+        let connector_type = validate::find_type(kind, &request.connector_type)?;
+        let config = validate::without_nulls(validate::parse_config(
+            validate::config_flag(kind),
+            &request.config_json,
+        )?);
+        validate::check_config(kind, connector_type, &config)?;
+        if let Some(guarantee) = convert::guarantee(request.processing_guarantee)? {
+            connector_type
+                .check_guarantee(convert::registry_guarantee(guarantee))
+                .map_err(|error| AdminError::invalid("processing_guarantees", error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> Result<proto::ListNodesResponse, AdminError> {
+        let meta = self.meta()?;
+        let leader = meta.leader();
+        let voters = voters(meta);
+        let nodes = self
+            .read(|state| {
+                state
+                    .nodes
+                    .iter()
+                    .map(|(id, node)| proto::NodeInfo {
+                        node_id: *id,
+                        address: node.address.clone(),
+                        state: convert::proto_node_state(node.state).into(),
+                        leader: leader == Some(*id),
+                        voter: voters.contains(id),
+                        labels: node.labels.clone().into_iter().collect(),
+                        instances: u32::try_from(
+                            state.assignments.values().filter(|a| a.node == *id).count(),
+                        )
+                        .unwrap_or(u32::MAX),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(proto::ListNodesResponse { nodes })
+    }
+
+    async fn node_state(&self, node: u64) -> Result<NodeState, AdminError> {
+        self.read(|state| state.nodes.get(&node).map(|record| record.state))
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("node {node}")))
+    }
+
+    async fn drain(&self, node: u64) -> Result<(), AdminError> {
+        if self.node_state(node).await? == NodeState::Left {
+            return Err(AdminError::FailedPrecondition(format!(
+                "node {node} has left the cluster"
+            )));
+        }
+        self.write(Command::NodeDrain { node }).await?;
+        info!(node, "node draining");
+        Ok(())
+    }
+
+    async fn remove(&self, node: u64, forwarded: bool) -> Result<(), AdminError> {
+        let meta = self.meta()?;
+        if self.node_state(node).await? == NodeState::Left {
+            return Err(AdminError::FailedPrecondition(format!(
+                "node {node} has left the cluster already"
+            )));
+        }
+        if voters(meta) == [node] {
+            return Err(AdminError::FailedPrecondition(format!(
+                "node {node} is the cluster's last voter"
+            )));
+        }
+        let leader = meta.leader_address();
+        match leader {
+            Some((leader, _)) if leader == meta.id() => {
+                meta.remove_node(node)
+                    .await
+                    .map_err(|error| self.meta_error(error))?;
+                info!(node, "node removed");
+                Ok(())
+            }
+            Some((_, address)) if !forwarded => forward_remove(&address, node).await,
+            _ => Err(AdminError::Unavailable {
+                reason: "only the leader removes nodes".to_owned(),
+                leader,
+            }),
+        }
+    }
+}
+
+/// Returns the metadata store's voters, as this node knows them.
+fn voters(meta: &Meta) -> Vec<u64> {
+    meta.raft()
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
+/// Passes a node removal on to the leader's admin API (membership changes are the leader's).
+async fn forward_remove(address: &str, node: u64) -> Result<(), AdminError> {
+    let unavailable = |reason: String| AdminError::Unavailable {
+        reason,
+        leader: None,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| AdminError::Internal(format!("leader address {address}: {error}")))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|error| unavailable(format!("cannot reach the leader at {address}: {error}")))?;
+    let mut request = Request::new(proto::RemoveNodeRequest { node_id: node });
+    request.metadata_mut().insert(
+        FORWARDED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    AdminClient::new(channel)
+        .remove_node(request)
+        .await
+        .map(drop)
+        .map_err(|status| match status.code() {
+            tonic::Code::NotFound => AdminError::NotFound(status.message().to_owned()),
+            tonic::Code::FailedPrecondition => {
+                AdminError::FailedPrecondition(status.message().to_owned())
+            }
+            tonic::Code::InvalidArgument => AdminError::invalid("node_id", status.message()),
+            _ => unavailable(format!("leader at {address}: {}", status.message())),
+        })
+}
+
+fn check_instance(
+    name: &ConnectorName,
+    connector: &Connector,
+    instance: u32,
+) -> Result<(), AdminError> {
+    if instance >= connector.spec.parallelism {
+        return Err(AdminError::invalid(
+            "instance_id",
+            format!(
+                "{name} has instances 0 to {}, not {instance}",
+                connector.spec.parallelism - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn answer<T>(result: Result<T, AdminError>) -> Reply<T> {
+    result.map(Response::new).map_err(Status::from)
+}
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn get_version(
         &self,
-        _request: Request<GetVersionRequest>,
-    ) -> Result<Response<GetVersionResponse>, Status> {
-        Ok(Response::new(GetVersionResponse {
+        _request: Request<proto::GetVersionRequest>,
+    ) -> Reply<proto::GetVersionResponse> {
+        Ok(Response::new(proto::GetVersionResponse {
             version: crate::VERSION.to_owned(),
             api_version: ferry_proto::ADMIN_API_VERSION.to_owned(),
         }))
+    }
+
+    async fn create_connector(
+        &self,
+        request: Request<proto::CreateConnectorRequest>,
+    ) -> Reply<proto::CreateConnectorResponse> {
+        answer(self.create(request.into_inner()).await.map(|connector| {
+            proto::CreateConnectorResponse {
+                connector: Some(connector),
+            }
+        }))
+    }
+
+    async fn update_connector(
+        &self,
+        request: Request<proto::UpdateConnectorRequest>,
+    ) -> Reply<proto::UpdateConnectorResponse> {
+        answer(self.update(request.into_inner()).await.map(|connector| {
+            proto::UpdateConnectorResponse {
+                connector: Some(connector),
+            }
+        }))
+    }
+
+    async fn delete_connector(
+        &self,
+        request: Request<proto::DeleteConnectorRequest>,
+    ) -> Reply<proto::DeleteConnectorResponse> {
+        let request = request.into_inner();
+        answer(
+            async {
+                let name = validate::connector_name(request.name.as_ref())?;
+                let kind = convert::kind(request.kind)?;
+                self.connector(&name, kind).await?;
+                self.write(Command::DeleteConnector {
+                    connector: name.clone(),
+                })
+                .await?;
+                info!(connector = %name, "connector deleted");
+                Ok(proto::DeleteConnectorResponse {})
+            }
+            .await,
+        )
+    }
+
+    async fn get_connector(
+        &self,
+        request: Request<proto::GetConnectorRequest>,
+    ) -> Reply<proto::GetConnectorResponse> {
+        let request = request.into_inner();
+        answer(
+            async {
+                let name = validate::connector_name(request.name.as_ref())?;
+                let kind = convert::kind(request.kind)?;
+                let stored = self.connector(&name, kind).await?;
+                Ok(proto::GetConnectorResponse {
+                    connector: Some(convert::connector_info(&name, &stored)),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn list_connectors(
+        &self,
+        request: Request<proto::ListConnectorsRequest>,
+    ) -> Reply<proto::ListConnectorsResponse> {
+        let request = request.into_inner();
+        answer(
+            async {
+                validate::check_name_part("tenant", &request.tenant)?;
+                validate::check_name_part("namespace", &request.namespace)?;
+                let kind = convert::kind(request.kind)?;
+                let connectors = self
+                    .read(|state| {
+                        state
+                            .connectors
+                            .iter()
+                            .filter(|(name, connector)| {
+                                name.tenant == request.tenant
+                                    && name.namespace == request.namespace
+                                    && kind.is_none_or(|kind| kind == connector.spec.kind)
+                            })
+                            .map(|(name, connector)| convert::connector_info(name, connector))
+                            .collect()
+                    })
+                    .await?;
+                Ok(proto::ListConnectorsResponse { connectors })
+            }
+            .await,
+        )
+    }
+
+    async fn get_connector_status(
+        &self,
+        request: Request<proto::GetConnectorStatusRequest>,
+    ) -> Reply<proto::GetConnectorStatusResponse> {
+        answer(self.status(request.into_inner()).await)
+    }
+
+    async fn start_connector(
+        &self,
+        request: Request<proto::ConnectorControlRequest>,
+    ) -> Reply<proto::ConnectorControlResponse> {
+        answer(
+            self.control(request.into_inner(), DesiredState::Running)
+                .await
+                .map(|()| proto::ConnectorControlResponse {}),
+        )
+    }
+
+    async fn stop_connector(
+        &self,
+        request: Request<proto::ConnectorControlRequest>,
+    ) -> Reply<proto::ConnectorControlResponse> {
+        answer(
+            self.control(request.into_inner(), DesiredState::Stopped)
+                .await
+                .map(|()| proto::ConnectorControlResponse {}),
+        )
+    }
+
+    async fn restart_connector(
+        &self,
+        request: Request<proto::ConnectorControlRequest>,
+    ) -> Reply<proto::ConnectorControlResponse> {
+        answer(
+            self.restart(request.into_inner())
+                .await
+                .map(|()| proto::ConnectorControlResponse {}),
+        )
+    }
+
+    async fn get_offsets(
+        &self,
+        request: Request<proto::GetOffsetsRequest>,
+    ) -> Reply<proto::GetOffsetsResponse> {
+        answer(AdminService::get_offsets(self, request.into_inner()).await)
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<proto::ResetOffsetsRequest>,
+    ) -> Reply<proto::ResetOffsetsResponse> {
+        answer(
+            AdminService::reset_offsets(self, request.into_inner())
+                .await
+                .map(|()| proto::ResetOffsetsResponse {}),
+        )
+    }
+
+    async fn list_connector_types(
+        &self,
+        request: Request<proto::ListConnectorTypesRequest>,
+    ) -> Reply<proto::ListConnectorTypesResponse> {
+        answer(convert::kind(request.into_inner().kind).map(|kind| {
+            proto::ListConnectorTypesResponse {
+                types: registry::builtin()
+                    .iter()
+                    .filter(|connector_type| {
+                        kind.is_none_or(|kind| {
+                            convert::registry_kind(kind) == connector_type.kind()
+                        })
+                    })
+                    .map(convert::connector_type)
+                    .collect(),
+            }
+        }))
+    }
+
+    async fn validate_config(
+        &self,
+        request: Request<proto::ValidateConfigRequest>,
+    ) -> Reply<proto::ValidateConfigResponse> {
+        answer(
+            AdminService::validate_config(self, request.get_ref())
+                .map(|()| proto::ValidateConfigResponse {}),
+        )
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<proto::ListNodesRequest>,
+    ) -> Reply<proto::ListNodesResponse> {
+        answer(AdminService::list_nodes(self).await)
+    }
+
+    async fn get_leader(
+        &self,
+        _request: Request<proto::GetLeaderRequest>,
+    ) -> Reply<proto::GetLeaderResponse> {
+        answer(self.meta().and_then(|meta| match meta.leader_address() {
+            Some((leader, address)) => Ok(proto::GetLeaderResponse {
+                leader_id: Some(leader),
+                address,
+            }),
+            None => Err(AdminError::Unavailable {
+                reason: "no leader is elected".to_owned(),
+                leader: None,
+            }),
+        }))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<proto::DrainNodeRequest>,
+    ) -> Reply<proto::DrainNodeResponse> {
+        answer(
+            self.drain(request.into_inner().node_id)
+                .await
+                .map(|()| proto::DrainNodeResponse {}),
+        )
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<proto::RemoveNodeRequest>,
+    ) -> Reply<proto::RemoveNodeResponse> {
+        let forwarded = request.metadata().contains_key(FORWARDED_HEADER);
+        answer(
+            self.remove(request.into_inner().node_id, forwarded)
+                .await
+                .map(|()| proto::RemoveNodeResponse {}),
+        )
     }
 }
