@@ -76,6 +76,33 @@ pub enum ConnectorError {
         /// Why.
         reason: String,
     },
+    /// A record the sink cannot write as it is (retrying does not help): names the message so
+    /// a user can find it, and says why.
+    #[error(
+        "message {}:{}:{} of {topic} cannot be written: {reason}",
+        .message_id.ledger_id,
+        .message_id.entry_id,
+        .message_id.batch_index
+    )]
+    InvalidRecord {
+        /// The topic (partition) it was read from.
+        topic: String,
+        /// Its message id there.
+        message_id: InputMessageId,
+        /// Why.
+        reason: String,
+    },
+    /// A newer owner recorded its epoch in the external system: this owner must stop at once
+    /// (retrying does not help).
+    #[error("{system}: fenced by epoch {current} (this owner has epoch {ours})")]
+    Fenced {
+        /// Which system holds the newer epoch.
+        system: String,
+        /// This owner's epoch.
+        ours: u64,
+        /// The epoch stored there.
+        current: u64,
+    },
 }
 
 /// A source of records from an external system. Driven by one instance actor at a time.

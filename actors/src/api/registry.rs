@@ -181,6 +181,7 @@ pub fn builtin() -> &'static [ConnectorType] {
 
 static BUILTIN: &[ConnectorType] = &[
     connectors::datagen::CONNECTOR_TYPE,
+    connectors::postgres::CONNECTOR_TYPE,
     connectors::file::SOURCE_TYPE,
     connectors::file::SINK_TYPE,
     connectors::blackhole::CONNECTOR_TYPE,

@@ -5,10 +5,13 @@
 //!   demos and benchmarks.
 //! - [`file`]: a source following the lines of files matching a pattern (replayable) and a
 //!   sink appending lines to a file (idempotent).
+//! - [`postgres`]: a sink writing JSON records as rows of a PostgreSQL table, with the input
+//!   position in the same transaction (transactional, effectively-once).
 
 pub mod blackhole;
 pub mod datagen;
 pub mod file;
+pub mod postgres;
 
 use serde_json::Value;
 

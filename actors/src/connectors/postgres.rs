@@ -1,0 +1,1075 @@
+//! `postgres`: a sink writing JSON records as rows of a PostgreSQL table, effectively-once.
+//!
+//! **Rows.** Each record's value must be a JSON object. With `columns` (JSON field -> column),
+//! each mapped field goes to its column and a missing field is NULL; without it, the whole
+//! object goes to one `jsonb` column (`json_column`). Postgres itself converts the values: the
+//! rows travel as one JSON array parameter and `jsonb_populate_recordset(NULL::table, …)`
+//! turns it into rows of the table's own row type, so a JSON string or number lands in an
+//! `integer`, `text`, `timestamptz` or `jsonb` column by the server's input rules, with no
+//! type mapping here and no limit on parameters per statement. A value the column's type
+//! refuses fails the batch; the sink then finds the record to blame and names it.
+//!
+//! **Modes.** `insert` appends rows; `upsert` is `INSERT … ON CONFLICT (key_column) DO
+//! UPDATE`, so the key column needs a unique index. With `columns` the key comes from the
+//! record's mapped field; in the jsonb layout it is the message key. Within one flush the last
+//! record of a key wins (a statement may not update a row twice).
+//!
+//! **Effectively-once** ([`SinkDelivery::Transactional`], ../shared/DESIGN.md §6). `write`
+//! only buffers; `flush(input)` runs one transaction that first updates the instance's row in
+//! `offsets_table` (input position and epoch) *only if the stored epoch is still ours* — which
+//! also locks that row until commit — and then inserts the buffered rows. `open` creates the
+//! offsets table if missing and, in one transaction, locks the instance's row, refuses to run
+//! when a newer epoch is stored there ([`ConnectorError::Fenced`]), records its own epoch and
+//! returns the stored input position, which wins over Ferry's checkpoint. So after a crash the
+//! rows and the position agree, and an older owner that wakes up cannot write after a newer
+//! one opened.
+//!
+//! Connection failures are [`ConnectorError::Unavailable`] (the instance retries; `open`
+//! reconnects). The password never reaches `Debug` output, logs or errors. No TLS yet (NoTls).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+use tracing::warn;
+
+use crate::api::registry::{self, Builder, ConfigField, ConnectorType, FieldType};
+use crate::api::{
+    ConnectorError, InputMessageId, Position, Sink, SinkCapabilities, SinkDelivery, SinkRecord,
+    SinkResume,
+};
+use crate::connectors;
+
+/// The `postgres` sink type in the registry.
+pub const CONNECTOR_TYPE: ConnectorType = ConnectorType {
+    name: "postgres",
+    description: "Rows in a PostgreSQL table from JSON records, written with the input position \
+                  in one transaction (effectively-once)",
+    fields: &[
+        ConfigField {
+            name: "url",
+            field_type: FieldType::String,
+            required: true,
+            default: None,
+            secret: false,
+            description: "Server and database, postgres://host:port/database (credentials go in \
+                          user and password, not here)",
+        },
+        ConfigField {
+            name: "user",
+            field_type: FieldType::String,
+            required: true,
+            default: None,
+            secret: false,
+            description: "User to log in as",
+        },
+        ConfigField {
+            name: "password",
+            field_type: FieldType::String,
+            required: true,
+            default: None,
+            secret: true,
+            description: "Password of the user (or env:NAME / file:/path)",
+        },
+        ConfigField {
+            name: "table",
+            field_type: FieldType::String,
+            required: true,
+            default: None,
+            secret: false,
+            description: "Table to write, `name` or `schema.name` (used as given: case matters)",
+        },
+        ConfigField {
+            name: "mode",
+            field_type: FieldType::String,
+            required: false,
+            default: Some("\"insert\""),
+            secret: false,
+            description: "insert (append rows) or upsert (insert, or update the row with the same \
+                          key_column)",
+        },
+        ConfigField {
+            name: "key_column",
+            field_type: FieldType::String,
+            required: false,
+            default: None,
+            secret: false,
+            description: "Upsert key, a column with a unique index; required for upsert. With \
+                          columns it must be a mapped column; otherwise it gets the message key",
+        },
+        ConfigField {
+            name: "columns",
+            field_type: FieldType::Object,
+            required: false,
+            default: None,
+            secret: false,
+            description: "JSON field -> column; Postgres converts each value to the column's \
+                          type. Absent: the whole value goes to json_column",
+        },
+        ConfigField {
+            name: "json_column",
+            field_type: FieldType::String,
+            required: false,
+            default: Some("\"payload\""),
+            secret: false,
+            description: "The jsonb column receiving the whole value when columns is absent",
+        },
+        ConfigField {
+            name: "offsets_table",
+            field_type: FieldType::String,
+            required: false,
+            default: Some("\"ferry_offsets\""),
+            secret: false,
+            description: "Table holding each instance's input position and epoch, written in \
+                          the same transaction as the rows (created if missing)",
+        },
+        ConfigField {
+            name: "batch_size",
+            field_type: FieldType::Integer,
+            required: false,
+            default: Some("1000"),
+            secret: false,
+            description: "Most rows per INSERT statement inside a flush's transaction",
+        },
+    ],
+    effectively_once: true,
+    builder: Builder::Sink(build),
+};
+
+const SYSTEM: &str = "postgres";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1) in bytes.
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+fn build(config: &Value) -> Result<Box<dyn Sink>, ConnectorError> {
+    Ok(Box::new(PostgresSink::from_config(config)?))
+}
+
+/// Configuration of a `postgres` sink, as given. Its `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// Server and database, `postgres://host:port/database`, without credentials.
+    pub url: String,
+    /// User to log in as.
+    pub user: String,
+    /// Password of the user.
+    pub password: String,
+    /// Table to write, `name` or `schema.name`.
+    pub table: String,
+    /// `insert` or `upsert` (a string here, so that a wrong value's error names this field).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Upsert key column; required for upsert.
+    #[serde(default)]
+    pub key_column: Option<String>,
+    /// JSON field -> column; absent, the whole value goes to `json_column`.
+    #[serde(default)]
+    pub columns: Option<BTreeMap<String, String>>,
+    /// The jsonb column receiving the whole value when `columns` is absent.
+    #[serde(default = "default_json_column")]
+    pub json_column: String,
+    /// Table holding each instance's input position and epoch.
+    #[serde(default = "default_offsets_table")]
+    pub offsets_table: String,
+    /// Most rows per INSERT statement inside a flush's transaction.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+}
+
+fn default_mode() -> String {
+    "insert".to_owned()
+}
+
+fn default_json_column() -> String {
+    "payload".to_owned()
+}
+
+fn default_offsets_table() -> String {
+    "ferry_offsets".to_owned()
+}
+
+const DEFAULT_BATCH_SIZE: usize = 1000;
+
+impl fmt::Debug for PostgresSinkConfig {
+    /// Formats the config with the password redacted: configs end up in logs.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PostgresSinkConfig")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("table", &self.table)
+            .field("mode", &self.mode)
+            .field("key_column", &self.key_column)
+            .field("columns", &self.columns)
+            .field("json_column", &self.json_column)
+            .field("offsets_table", &self.offsets_table)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Append rows.
+    Insert,
+    /// Insert, or update the row with the same key.
+    Upsert,
+}
+
+/// Where a record's fields go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Layout {
+    /// JSON field -> column (a quoted-safe identifier).
+    Columns(BTreeMap<String, String>),
+    /// The whole value into one jsonb column.
+    Json(String),
+}
+
+/// A validated config: identifiers checked, SQL prepared as text.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// Connection settings (its `Debug` redacts the password).
+    connect: tokio_postgres::Config,
+    layout: Layout,
+    mode: WriteMode,
+    key_column: Option<String>,
+    batch_size: usize,
+    insert_sql: String,
+    create_offsets_sql: String,
+    claim_offsets_sql: String,
+    lock_offsets_sql: String,
+    set_epoch_sql: String,
+    store_position_if_epoch_matches_sql: String,
+    read_epoch_sql: String,
+}
+
+impl PostgresSinkConfig {
+    /// Checks names, modes and the URL, each error naming its field, and prepares the SQL.
+    fn validate(self) -> Result<Settings, ConnectorError> {
+        let connect = self.connect_config()?;
+        let mode = match self.mode.as_str() {
+            "insert" => WriteMode::Insert,
+            "upsert" => WriteMode::Upsert,
+            other => {
+                return Err(invalid(
+                    "mode",
+                    format!("{other:?} is neither insert nor upsert"),
+                ));
+            }
+        };
+        let table = qualified_name("table", &self.table)?;
+        let offsets_table = qualified_name("offsets_table", &self.offsets_table)?;
+        let layout = match &self.columns {
+            Some(columns) => {
+                if columns.is_empty() {
+                    return Err(invalid("columns", "maps no field: give at least one"));
+                }
+                let mut seen = BTreeMap::new();
+                for (field, column) in columns {
+                    check_identifier("columns", column)?;
+                    if let Some(other) = seen.insert(column.as_str(), field.as_str()) {
+                        return Err(invalid(
+                            "columns",
+                            format!("fields {other:?} and {field:?} both map to column {column:?}"),
+                        ));
+                    }
+                }
+                Layout::Columns(columns.clone())
+            }
+            None => {
+                check_identifier("json_column", &self.json_column)?;
+                Layout::Json(self.json_column.clone())
+            }
+        };
+        let key_column = match (mode, &self.key_column) {
+            (WriteMode::Upsert, None) => {
+                return Err(invalid("key_column", "is required for mode upsert"));
+            }
+            (_, Some(key)) => {
+                check_identifier("key_column", key)?;
+                match &layout {
+                    Layout::Columns(columns) if !columns.values().any(|column| column == key) => {
+                        return Err(invalid(
+                            "key_column",
+                            format!("{key:?} is not one of the mapped columns"),
+                        ));
+                    }
+                    Layout::Json(json_column) if json_column == key => {
+                        return Err(invalid(
+                            "key_column",
+                            "must differ from json_column (it receives the message key)",
+                        ));
+                    }
+                    _ => {}
+                }
+                Some(key.clone())
+            }
+            (WriteMode::Insert, None) => None,
+        };
+        let batch_size = match self.batch_size {
+            Some(0) => return Err(invalid("batch_size", "must be above zero")),
+            Some(size) => size,
+            None => DEFAULT_BATCH_SIZE,
+        };
+        let mut target_columns: Vec<&str> = match &layout {
+            Layout::Columns(columns) => columns.values().map(String::as_str).collect(),
+            Layout::Json(json_column) => vec![json_column.as_str()],
+        };
+        if let (Layout::Json(_), Some(key)) = (&layout, &key_column) {
+            target_columns.push(key);
+        }
+        let insert_sql = insert_statement(&table, &target_columns, mode, key_column.as_deref());
+        Ok(Settings {
+            connect,
+            layout,
+            mode,
+            key_column,
+            batch_size,
+            insert_sql,
+            create_offsets_sql: format!(
+                "CREATE TABLE IF NOT EXISTS {offsets_table} (instance text PRIMARY KEY, \
+                 epoch bigint NOT NULL, input bytea, updated_at timestamptz NOT NULL DEFAULT now())"
+            ),
+            claim_offsets_sql: format!(
+                "INSERT INTO {offsets_table} (instance, epoch) VALUES ($1, $2) \
+                 ON CONFLICT (instance) DO NOTHING"
+            ),
+            lock_offsets_sql: format!(
+                "SELECT epoch, input FROM {offsets_table} WHERE instance = $1 FOR UPDATE"
+            ),
+            set_epoch_sql: format!(
+                "UPDATE {offsets_table} SET epoch = $2, updated_at = now() WHERE instance = $1"
+            ),
+            store_position_if_epoch_matches_sql: format!(
+                "UPDATE {offsets_table} SET input = $2, updated_at = now() \
+                 WHERE instance = $1 AND epoch = $3"
+            ),
+            read_epoch_sql: format!("SELECT epoch FROM {offsets_table} WHERE instance = $1"),
+        })
+    }
+
+    /// Parses `url` and adds the credentials. Errors never echo the URL or the password.
+    fn connect_config(&self) -> Result<tokio_postgres::Config, ConnectorError> {
+        let authority = self.url.split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?']).next().unwrap_or_default()
+        });
+        if authority.contains('@') {
+            return Err(invalid(
+                "url",
+                "must not carry credentials: give them as user and password",
+            ));
+        }
+        let mut connect = tokio_postgres::Config::from_str(&self.url).map_err(|error| {
+            invalid(
+                "url",
+                format!("not a postgres://host:port/database URL: {error}"),
+            )
+        })?;
+        if connect.get_user().is_some() || connect.get_password().is_some() {
+            return Err(invalid(
+                "url",
+                "must not carry credentials: give them as user and password",
+            ));
+        }
+        if connect.get_hosts().is_empty() {
+            return Err(invalid("url", "names no host"));
+        }
+        if self.user.is_empty() {
+            return Err(invalid("user", "must not be empty"));
+        }
+        connect
+            .user(&self.user)
+            .password(self.password.as_bytes())
+            .application_name("ferry")
+            .connect_timeout(CONNECT_TIMEOUT);
+        Ok(connect)
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidConfig {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Accepts plain SQL identifiers only (letters, digits, `_`, not starting with a digit), so
+/// quoting them is enough to make any SQL built from them safe.
+fn check_identifier(field: &str, name: &str) -> Result<(), ConnectorError> {
+    let mut chars = name.chars();
+    let valid_start = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_');
+    if !valid_start
+        || !chars.all(|next| next.is_ascii_alphanumeric() || next == '_')
+        || name.len() > MAX_IDENTIFIER_LEN
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "{name:?} is not a plain SQL identifier (letters, digits and _, not starting \
+                 with a digit, at most {MAX_IDENTIFIER_LEN} bytes)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `name` or `schema.name` and returns it quoted.
+fn qualified_name(field: &str, name: &str) -> Result<String, ConnectorError> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 {
+        return Err(invalid(
+            field,
+            format!("{name:?} has more than one dot: give name or schema.name"),
+        ));
+    }
+    for part in &parts {
+        check_identifier(field, part)?;
+    }
+    Ok(parts
+        .iter()
+        .map(|part| quote(part))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{identifier}\"")
+}
+
+/// The statement writing a JSON array of row objects (`$1`, as text) into `table`.
+fn insert_statement(
+    table: &str,
+    columns: &[&str],
+    mode: WriteMode,
+    key_column: Option<&str>,
+) -> String {
+    let column_list = columns
+        .iter()
+        .map(|column| quote(column))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = format!(
+        "INSERT INTO {table} ({column_list}) SELECT {column_list} \
+         FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)"
+    );
+    if let (WriteMode::Upsert, Some(key)) = (mode, key_column) {
+        let updates: Vec<String> = columns
+            .iter()
+            .filter(|column| **column != key)
+            .map(|column| format!("{0} = EXCLUDED.{0}", quote(column)))
+            .collect();
+        if updates.is_empty() {
+            sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", quote(key)));
+        } else {
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                quote(key),
+                updates.join(", ")
+            ));
+        }
+    }
+    sql
+}
+
+/// A buffered row: column -> JSON value, and the message it came from.
+#[derive(Debug, Clone)]
+struct PendingRow {
+    topic: String,
+    message_id: InputMessageId,
+    row: Map<String, Value>,
+}
+
+impl PendingRow {
+    fn blame(&self, reason: impl Into<String>) -> ConnectorError {
+        ConnectorError::InvalidRecord {
+            topic: self.topic.clone(),
+            message_id: self.message_id,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The sink. Holds one connection, made by [`Sink::open`].
+pub struct PostgresSink {
+    settings: Settings,
+    client: Option<Client>,
+    /// The instance key and epoch this owner claimed in `open`.
+    owner: Option<(String, i64)>,
+    pending: Vec<PendingRow>,
+}
+
+impl fmt::Debug for PostgresSink {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PostgresSink")
+            .field("settings", &self.settings)
+            .field("connected", &self.client.is_some())
+            .field("owner", &self.owner)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl PostgresSink {
+    fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            client: None,
+            owner: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Builds a sink from a JSON config (as the registry does).
+    pub fn from_config(config: &Value) -> Result<Self, ConnectorError> {
+        connectors::check_field_types(CONNECTOR_TYPE.fields, config)?;
+        let config: PostgresSinkConfig = registry::parse_config(config)?;
+        Ok(Self::new(config.validate()?))
+    }
+
+    async fn connect(&self) -> Result<Client, ConnectorError> {
+        let (client, connection) = self
+            .settings
+            .connect
+            .connect(NoTls)
+            .await
+            .map_err(|error| classify(&error))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                warn!(error = %error, "postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    async fn open_inner(
+        &mut self,
+        resume: &SinkResume,
+    ) -> Result<Option<Position>, ConnectorError> {
+        self.pending.clear();
+        self.owner = None;
+        self.client = None;
+        let epoch = i64::try_from(resume.epoch).map_err(|_| {
+            ConnectorError::InvalidPosition(format!(
+                "epoch {} does not fit PostgreSQL's bigint",
+                resume.epoch
+            ))
+        })?;
+        let mut client = self.connect().await?;
+        if let Err(error) = client
+            .batch_execute(&self.settings.create_offsets_sql)
+            .await
+        {
+            // Two instances creating the table at once: one of them loses the race on the
+            // catalog's unique index; the table exists either way.
+            let raced = error.code().is_some_and(|code| {
+                *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::DUPLICATE_TABLE
+            });
+            if !raced {
+                return Err(classify(&error));
+            }
+        }
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| classify(&error))?;
+        transaction
+            .execute(
+                &self.settings.claim_offsets_sql,
+                &[&resume.instance, &epoch],
+            )
+            .await
+            .map_err(|error| classify(&error))?;
+        let row = transaction
+            .query_one(&self.settings.lock_offsets_sql, &[&resume.instance])
+            .await
+            .map_err(|error| classify(&error))?;
+        let stored_epoch: i64 = row.get(0);
+        let stored_input: Option<Vec<u8>> = row.get(1);
+        if stored_epoch > epoch {
+            return Err(ConnectorError::Fenced {
+                system: SYSTEM.to_owned(),
+                ours: resume.epoch,
+                current: stored_epoch.unsigned_abs(),
+            });
+        }
+        transaction
+            .execute(&self.settings.set_epoch_sql, &[&resume.instance, &epoch])
+            .await
+            .map_err(|error| classify(&error))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| classify(&error))?;
+        self.client = Some(client);
+        self.owner = Some((resume.instance.clone(), epoch));
+        Ok(stored_input)
+    }
+
+    /// Turns records into rows; fails on the first record that is not a JSON object (or, in
+    /// the jsonb layout with upsert, has no key), buffering nothing of the batch then.
+    fn rows(&self, records: Vec<SinkRecord>) -> Result<Vec<PendingRow>, ConnectorError> {
+        records
+            .into_iter()
+            .map(|record| {
+                let mut pending = PendingRow {
+                    topic: record.topic,
+                    message_id: record.message_id,
+                    row: Map::new(),
+                };
+                let value: Value = serde_json::from_slice(&record.record.value)
+                    .map_err(|error| pending.blame(format!("the value is not JSON: {error}")))?;
+                let Value::Object(mut object) = value else {
+                    return Err(pending.blame(format!(
+                        "the value is JSON {}, not an object",
+                        json_kind(&value)
+                    )));
+                };
+                match &self.settings.layout {
+                    Layout::Columns(columns) => {
+                        for (field, column) in columns {
+                            let value = object.remove(field).unwrap_or(Value::Null);
+                            pending.row.insert(column.clone(), value);
+                        }
+                    }
+                    Layout::Json(json_column) => {
+                        pending
+                            .row
+                            .insert(json_column.clone(), Value::Object(object));
+                        if let Some(key_column) = &self.settings.key_column {
+                            let key = record.record.key.ok_or_else(|| {
+                                pending.blame(format!(
+                                    "upsert into {key_column} needs a message key, and it has none"
+                                ))
+                            })?;
+                            pending.row.insert(key_column.clone(), Value::String(key));
+                        }
+                    }
+                }
+                Ok(pending)
+            })
+            .collect()
+    }
+
+    /// The rows to write: all of them for insert; for upsert, the last row of each key (one
+    /// statement may not update a row twice). Keys compare as the text Postgres would read.
+    /// Returns indexes into the pending rows, in order.
+    fn rows_to_write(&self) -> Vec<usize> {
+        let Some(key_column) = self
+            .settings
+            .key_column
+            .as_deref()
+            .filter(|_| self.settings.mode == WriteMode::Upsert)
+        else {
+            return (0..self.pending.len()).collect();
+        };
+        let mut last_of_key: HashMap<String, usize> = HashMap::new();
+        for (index, pending) in self.pending.iter().enumerate() {
+            let key = match pending.row.get(key_column) {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            last_of_key.insert(key, index);
+        }
+        let mut keep: Vec<usize> = last_of_key.into_values().collect();
+        keep.sort_unstable();
+        keep
+    }
+
+    async fn flush_inner(&mut self, input: &Position) -> Result<Position, ConnectorError> {
+        let (instance, epoch) = self
+            .owner
+            .clone()
+            .ok_or_else(|| ConnectorError::Unavailable {
+                system: SYSTEM.to_owned(),
+                reason: "flush before a successful open".to_owned(),
+            })?;
+        let rows = self.rows_to_write();
+        let mut chunks = Vec::new();
+        for chunk in rows.chunks(self.settings.batch_size) {
+            let array: Vec<&Map<String, Value>> = chunk
+                .iter()
+                .map(|index| &self.pending[*index].row)
+                .collect();
+            chunks.push(serde_json::to_string(&array).map_err(|error| {
+                ConnectorError::Unavailable {
+                    system: SYSTEM.to_owned(),
+                    reason: format!("cannot encode rows: {error}"),
+                }
+            })?);
+        }
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| ConnectorError::Unavailable {
+                system: SYSTEM.to_owned(),
+                reason: "not connected: open again".to_owned(),
+            })?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| classify(&error))?;
+        // First the fence: this update also locks the offsets row until commit, so a newer
+        // owner's open waits for this transaction and then sees its position.
+        let updated = transaction
+            .execute(
+                &self.settings.store_position_if_epoch_matches_sql,
+                &[&instance, &input.as_slice(), &epoch],
+            )
+            .await
+            .map_err(|error| classify(&error))?;
+        if updated != 1 {
+            let current = transaction
+                .query_opt(&self.settings.read_epoch_sql, &[&instance])
+                .await
+                .map_err(|error| classify(&error))?;
+            return Err(match current {
+                Some(row) => ConnectorError::Fenced {
+                    system: SYSTEM.to_owned(),
+                    ours: epoch.unsigned_abs(),
+                    current: row.get::<_, i64>(0).unsigned_abs(),
+                },
+                None => ConnectorError::Unavailable {
+                    system: SYSTEM.to_owned(),
+                    reason: format!("the offsets row of {instance} disappeared: open again"),
+                },
+            });
+        }
+        let mut failed = None;
+        for chunk in &chunks {
+            if let Err(error) = transaction
+                .execute(&self.settings.insert_sql, &[chunk])
+                .await
+            {
+                failed = Some(error);
+                break;
+            }
+        }
+        match failed {
+            None => {
+                transaction
+                    .commit()
+                    .await
+                    .map_err(|error| classify(&error))?;
+                self.pending.clear();
+                Ok(Vec::new())
+            }
+            Some(error) if is_data_error(&error) => {
+                drop(transaction);
+                let rows: Vec<PendingRow> = rows
+                    .into_iter()
+                    .map(|index| self.pending[index].clone())
+                    .collect();
+                Err(self.blame_row(&rows, &error).await)
+            }
+            Some(error) => Err(classify(&error)),
+        }
+    }
+
+    /// After a batch failed on a value, inserts its rows one at a time in a transaction that
+    /// is then rolled back, to name the record the table refuses.
+    async fn blame_row(
+        &mut self,
+        rows: &[PendingRow],
+        batch_error: &tokio_postgres::Error,
+    ) -> ConnectorError {
+        let batch_failure = || ConnectorError::InvalidRecord {
+            topic: rows
+                .first()
+                .map(|row| row.topic.clone())
+                .unwrap_or_default(),
+            message_id: rows
+                .first()
+                .map(|row| row.message_id)
+                .unwrap_or(InputMessageId {
+                    ledger_id: 0,
+                    entry_id: 0,
+                    batch_index: -1,
+                }),
+            reason: format!(
+                "a batch of {} rows starting here was refused: {}",
+                rows.len(),
+                describe(batch_error)
+            ),
+        };
+        let Some(client) = self.client.as_mut() else {
+            return batch_failure();
+        };
+        let Ok(transaction) = client.transaction().await else {
+            return batch_failure();
+        };
+        for pending in rows {
+            let Ok(single) = serde_json::to_string(&[&pending.row]) else {
+                continue;
+            };
+            if let Err(error) = transaction
+                .execute(&self.settings.insert_sql, &[&single])
+                .await
+            {
+                return pending.blame(format!("the table refuses it: {}", describe(&error)));
+            }
+        }
+        batch_failure()
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Whether the server refused a value (a data exception or a constraint), as opposed to the
+/// statement or the connection failing.
+fn is_data_error(error: &tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
+}
+
+/// The server's message for a database error, else the client's.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => error.to_string(),
+    }
+}
+
+/// Maps a client error: a refusal caused by the config names the field; anything else is
+/// the server being unavailable, which the instance retries. The server's messages never
+/// contain the password.
+fn classify(error: &tokio_postgres::Error) -> ConnectorError {
+    let field = error.code().and_then(|code| {
+        Some(match code {
+            code if *code == SqlState::INVALID_PASSWORD => "password",
+            code if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => "user",
+            code if *code == SqlState::INSUFFICIENT_PRIVILEGE => "user",
+            code if *code == SqlState::INVALID_CATALOG_NAME => "url",
+            code if *code == SqlState::UNDEFINED_TABLE => "table",
+            code if *code == SqlState::UNDEFINED_COLUMN => "columns",
+            code if *code == SqlState::INVALID_COLUMN_REFERENCE => "key_column",
+            _ => return None,
+        })
+    });
+    match field {
+        Some(field) => invalid(field, describe(error)),
+        None => ConnectorError::Unavailable {
+            system: SYSTEM.to_owned(),
+            reason: describe(error),
+        },
+    }
+}
+
+impl Sink for PostgresSink {
+    fn capabilities(&self) -> SinkCapabilities {
+        SinkCapabilities {
+            delivery: SinkDelivery::Transactional,
+        }
+    }
+
+    fn open(
+        &mut self,
+        resume: &SinkResume,
+    ) -> BoxFuture<'_, Result<Option<Position>, ConnectorError>> {
+        let resume = resume.clone();
+        Box::pin(async move { self.open_inner(&resume).await })
+    }
+
+    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let rows = self.rows(records)?;
+            self.pending.extend(rows);
+            Ok(())
+        })
+    }
+
+    fn flush(&mut self, input: &Position) -> BoxFuture<'_, Result<Position, ConnectorError>> {
+        let input = input.clone();
+        Box::pin(async move { self.flush_inner(&input).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: Value) -> Value {
+        let mut config = serde_json::json!({
+            "url": "postgres://127.0.0.1:5432/ferry",
+            "user": "ferry",
+            "password": "hunter2",
+            "table": "events",
+        });
+        if let (Some(base), Value::Object(extra)) = (config.as_object_mut(), extra) {
+            base.extend(extra);
+        }
+        config
+    }
+
+    fn field_of(result: Result<PostgresSink, ConnectorError>) -> String {
+        match result {
+            Err(ConnectorError::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sql_quotes_every_identifier_and_upserts_on_the_key() {
+        let sink = PostgresSink::from_config(&config(serde_json::json!({
+            "table": "app.events",
+            "mode": "upsert",
+            "key_column": "id",
+            "columns": {"id": "id", "name": "name"},
+        })))
+        .expect("valid");
+        assert_eq!(
+            sink.settings.insert_sql,
+            "INSERT INTO \"app\".\"events\" (\"id\", \"name\") SELECT \"id\", \"name\" FROM \
+             jsonb_populate_recordset(NULL::\"app\".\"events\", $1::text::jsonb) \
+             ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_their_field() {
+        let cases = [
+            (serde_json::json!({"mode": "upsert"}), "key_column"),
+            (
+                serde_json::json!({"table": "events; drop table x"}),
+                "table",
+            ),
+            (serde_json::json!({"table": "a.b.c"}), "table"),
+            (
+                serde_json::json!({"offsets_table": "1abc"}),
+                "offsets_table",
+            ),
+            (
+                serde_json::json!({"json_column": "pay load"}),
+                "json_column",
+            ),
+            (serde_json::json!({"columns": {"a": "x\"y"}}), "columns"),
+            (
+                serde_json::json!({"columns": {"a": "x", "b": "x"}}),
+                "columns",
+            ),
+            (
+                serde_json::json!({"mode": "upsert", "key_column": "id", "columns": {"a": "x"}}),
+                "key_column",
+            ),
+            (serde_json::json!({"batch_size": 0}), "batch_size"),
+            (serde_json::json!({"batch_size": "ten"}), "batch_size"),
+            (serde_json::json!({"columns": ["a"]}), "columns"),
+            (serde_json::json!({"mode": "merge"}), "mode"),
+            (serde_json::json!({"url": "mysql://127.0.0.1/ferry"}), "url"),
+            (
+                serde_json::json!({"url": "postgres://ferry:hunter2@127.0.0.1/ferry"}),
+                "url",
+            ),
+            (serde_json::json!({"tabel": "events"}), "tabel"),
+        ];
+        for (extra, field) in cases {
+            assert_eq!(
+                field_of(PostgresSink::from_config(&config(extra.clone()))),
+                field,
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_echoing_them() {
+        let error = PostgresSink::from_config(&config(
+            serde_json::json!({"url": "postgres://ferry:hunter2@127.0.0.1/ferry"}),
+        ))
+        .expect_err("credentials in the url");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let parsed: PostgresSinkConfig =
+            registry::parse_config(&config(serde_json::json!({}))).expect("valid");
+        let sink = PostgresSink::new(parsed.clone().validate().expect("valid"));
+        for text in [format!("{parsed:?}"), format!("{sink:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("events"), "{text}");
+        }
+    }
+
+    #[test]
+    fn upsert_keeps_the_last_row_of_each_key() {
+        let mut sink = PostgresSink::from_config(&config(serde_json::json!({
+            "mode": "upsert", "key_column": "id", "columns": {"id": "id", "v": "v"},
+        })))
+        .expect("valid");
+        let records = [
+            r#"{"id":1,"v":"a"}"#,
+            r#"{"id":"2","v":"b"}"#,
+            r#"{"id":"1","v":"c"}"#,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(entry, value)| SinkRecord {
+            record: crate::api::Record {
+                value: value.as_bytes().to_vec(),
+                ..crate::api::Record::default()
+            },
+            topic: "t".to_owned(),
+            message_id: InputMessageId {
+                ledger_id: 1,
+                entry_id: entry as u64,
+                batch_index: -1,
+            },
+        })
+        .collect();
+        sink.pending = sink.rows(records).expect("objects");
+        let kept: Vec<String> = sink
+            .rows_to_write()
+            .iter()
+            .map(|index| sink.pending[*index].row["v"].to_string())
+            .collect();
+        assert_eq!(kept, ["\"b\"", "\"c\""]);
+    }
+
+    #[test]
+    fn a_value_that_is_not_an_object_names_its_message() {
+        let sink = PostgresSink::from_config(&config(serde_json::json!({}))).expect("valid");
+        let record = SinkRecord {
+            record: crate::api::Record {
+                value: b"[1,2]".to_vec(),
+                ..crate::api::Record::default()
+            },
+            topic: "persistent://public/default/in".to_owned(),
+            message_id: InputMessageId {
+                ledger_id: 7,
+                entry_id: 3,
+                batch_index: -1,
+            },
+        };
+        let error = sink.rows(vec![record]).expect_err("an array");
+        let text = error.to_string();
+        assert!(text.contains("7:3:-1"), "{text}");
+        assert!(text.contains("persistent://public/default/in"), "{text}");
+        assert!(text.contains("an array"), "{text}");
+    }
+}
