@@ -17,7 +17,7 @@ use crate::bench::{self, BenchCommand};
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
 use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
-use crate::{VERSION, runtime, server};
+use crate::{VERSION, client, runtime, server};
 
 /// Default address of a node's gRPC port (admin API and cluster traffic).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
@@ -47,6 +47,14 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Manages sources (external system -> Pulsar), like `pulsar-admin sources`.
+    Sources(client::connectors::SourcesArgs),
+    /// Manages sinks (Pulsar -> external system), like `pulsar-admin sinks`.
+    Sinks(client::connectors::SinksArgs),
+    /// Reads and resets the committed checkpoints of sources and sinks.
+    Offsets(client::cluster::OffsetsArgs),
+    /// Lists, drains and removes the cluster's nodes.
+    Cluster(client::cluster::ClusterArgs),
 }
 
 /// Flags of `ferry serve`. Each may also be set by its `FERRY_*` environment variable or in the
@@ -126,6 +134,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging_at("warn");
             runtime::block_on(bench::run(command))?
         }
+        Command::Sources(args) => runtime::block_on(client::connectors::run_sources(args))?,
+        Command::Sinks(args) => runtime::block_on(client::connectors::run_sinks(args))?,
+        Command::Offsets(args) => runtime::block_on(client::cluster::run_offsets(args))?,
+        Command::Cluster(args) => runtime::block_on(client::cluster::run_cluster(args))?,
     }
 }
 
@@ -271,7 +283,7 @@ async fn version(args: VersionArgs) -> anyhow::Result<()> {
 }
 
 /// Connects to a node's admin API, naming the flag in the error.
-async fn admin_client(url: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+pub(crate) async fn admin_client(url: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|error| anyhow::anyhow!("invalid --admin-url {url:?}: {error}"))?
         .connect_timeout(CONNECT_TIMEOUT)

@@ -7,6 +7,7 @@
 //! - [`server`]: `ferry serve`, the node's gRPC server (admin API and gRPC health) with a clean
 //!   stop on SIGTERM or Ctrl-C.
 //! - [`admin`]: the `ferry.admin.v1.Admin` service.
+//! - [`client`]: the `ferry sources|sinks|offsets|cluster` client commands over that service.
 //! - [`bench`]: `ferry bench`, measurements reported against a floor from the same run.
 //! - [`meta`]: the metadata store (openraft over redb and tonic) and its node-side handle.
 //! - [`settings`]: `ferry serve`'s settings from flags, `FERRY_*` variables, a TOML file and the
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod meta;
 pub mod runtime;
 pub mod server;
