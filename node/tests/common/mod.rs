@@ -29,11 +29,18 @@ pub(crate) struct Node {
 impl Node {
     /// Starts `ferry serve` with `args` and waits for its address line.
     pub(crate) fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[], Stdio::inherit())
+    }
+
+    /// Starts `ferry serve` with `args`, the environment variables `env` and its standard error
+    /// (its logs) sent to `stderr`, and waits for its address line.
+    pub(crate) fn start_with(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = Command::new(FERRY)
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ferry serve");
         let stdout = child.stdout.take().expect("piped stdout");

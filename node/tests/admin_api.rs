@@ -1,0 +1,840 @@
+//! The admin API through the real `ferry` binary against real `ferry serve` clusters, as a data
+//! engineer uses it:
+//!
+//! - t10: a source and a sink go through create, get, list, status, update, stop, offsets
+//!   reset/get, start, restart and delete on a one-node cluster;
+//! - t20: every verb works against a follower of a three-node cluster (writes are forwarded to
+//!   the leader; node removal is passed on to the leader's admin API);
+//! - t30: bad inputs are each refused with the promised code and a message naming the problem,
+//!   nothing of them is stored, and the cluster still serves a create afterwards; the
+//!   effectively-once check asks a (stand-in) Pulsar admin API about deduplication;
+//! - t40: a secret config value never appears in any command's output nor in the node's logs
+//!   (at debug level).
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use common::{Node, ferry, text};
+use serde_json::Value;
+
+/// The nodes of one test's cluster, their data directories and log files.
+struct Cluster {
+    nodes: Vec<Node>,
+    logs: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` nodes (node 1 bootstraps, the others join it), each logging to a file,
+    /// and waits until each is in the cluster.
+    fn start(size: u64, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut logs = Vec::new();
+        for id in 1..=size {
+            let data = dir.path().join(format!("node-{id}"));
+            let log = dir.path().join(format!("node-{id}.log"));
+            let id_text = id.to_string();
+            let seed = nodes.first().map(|first| first.address.to_string());
+            let mut args = vec![
+                "--node-id",
+                &id_text,
+                "--data-dir",
+                data.to_str().expect("a utf-8 path"),
+                "--listen",
+                "127.0.0.1:0",
+            ];
+            match &seed {
+                None => args.push("--bootstrap"),
+                Some(seed) => args.extend(["--join", seed.as_str()]),
+            }
+            args.extend(extra);
+            let stderr = Stdio::from(File::create(&log).expect("create the log file"));
+            let mut node = Node::start_with(&args, env, stderr);
+            node.wait_for_line(&format!("node {id} is in its cluster"));
+            nodes.push(node);
+            logs.push(log);
+        }
+        Self {
+            nodes,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, index: usize) -> String {
+        self.nodes[index].url()
+    }
+
+    /// Returns the index of a node that does not lead.
+    fn follower(&self) -> usize {
+        let leader = ok_json(&self.url(0), &["cluster", "leader"]);
+        let leader = leader["node_id"].as_u64().expect("a leader id");
+        (0..self.nodes.len())
+            .find(|index| *index as u64 + 1 != leader)
+            .expect("a follower")
+    }
+
+    /// Returns everything the nodes logged so far.
+    fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|path| std::fs::read_to_string(path).expect("read a node log"))
+            .collect()
+    }
+}
+
+/// Runs `ferry ARGS --admin-url URL`.
+fn run(url: &str, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--admin-url", url]);
+    ferry(&all)
+}
+
+/// Runs a command that must succeed, and returns its standard output.
+fn ok(url: &str, args: &[&str]) -> String {
+    let output = run(url, args);
+    assert!(
+        output.status.success(),
+        "ferry {args:?} failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Runs a command with `--output json` that must succeed, and returns its answer.
+fn ok_json(url: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    let stdout = ok(url, &all);
+    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
+}
+
+/// Runs a command that must fail, and returns its one error line, `error: CODE: message`.
+fn refused(url: &str, args: &[&str]) -> String {
+    let output = run(url, args);
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "ferry {args:?} should fail: {}",
+        text(&output.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one error line expected for {args:?}:\n{stderr}"
+    );
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_owned()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|connector| connector["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+/// Serves the one Pulsar admin call the deduplication check makes first: deduplication is on
+/// for topics in namespaces named `dedup`, off elsewhere. Returns its URL.
+fn fake_pulsar_admin() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("an address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request_line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                line.clear();
+            }
+            let path = request_line.split(' ').nth(1).unwrap_or_default();
+            let body = if path.contains("/dedup/") {
+                "true"
+            } else {
+                "false"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.flush();
+        }
+    });
+    format!("http://{address}")
+}
+
+/// Creates, reads, changes, stops, resets, starts, restarts and deletes `name` through `url`.
+fn crud_cycle(url: &str, kind: &str, name: &str, create: &[&str]) {
+    let mut args = vec![kind, "create", "--name", name];
+    args.extend(create);
+    let created = ok_json(url, &args);
+    assert_eq!(created["name"], name);
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["desired_state"], "RUNNING");
+
+    let got: Value = serde_json::from_str(&ok(url, &[kind, "get", "--name", name])).expect("json");
+    assert_eq!(got, created, "get shows what create answered");
+    let listed = ok_json(url, &[kind, "list"]);
+    assert!(names(&listed).contains(&name.to_owned()), "{listed}");
+    assert!(ok(url, &[kind, "list"]).contains(name));
+
+    let status = ok_json(url, &[kind, "status", "--name", name]);
+    let instances = status["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 2, "{status}");
+    for (index, instance) in instances.iter().enumerate() {
+        assert_eq!(instance["instance_id"], index);
+        assert!(instance.get("node").is_some(), "{instance}");
+        let state = instance["state"].as_str().expect("a state");
+        assert!(
+            ["PENDING", "ASSIGNED", "RUNNING", "STUCK", "FAILED"].contains(&state),
+            "{instance}"
+        );
+    }
+    let one = ok_json(url, &[kind, "status", "--name", name, "--instance-id", "1"]);
+    assert_eq!(one["instances"].as_array().map(Vec::len), Some(1), "{one}");
+    assert!(ok(url, &[kind, "status", "--name", name]).contains("INSTANCE"));
+
+    let updated = ok_json(url, &[kind, "update", "--name", name, "--parallelism", "3"]);
+    assert_eq!(updated["parallelism"], 3);
+    assert_eq!(updated["version"], 2);
+    assert_eq!(
+        updated["config"], created["config"],
+        "update keeps what it is not given"
+    );
+
+    ok(url, &[kind, "stop", "--name", name]);
+    let stopped = ok_json(url, &[kind, "status", "--name", name]);
+    assert_eq!(stopped["desired_state"], "STOPPED");
+    ok(
+        url,
+        &[
+            "offsets",
+            "reset",
+            "--name",
+            name,
+            "--position",
+            "from-here",
+        ],
+    );
+    let offsets = ok_json(url, &["offsets", "get", "--name", name]);
+    let offsets = offsets["offsets"].as_array().expect("offsets");
+    assert_eq!(offsets.len(), 3);
+    for offset in offsets {
+        assert_eq!(
+            offset["checkpoint"]["position_text"], "from-here",
+            "{offset}"
+        );
+    }
+    ok(
+        url,
+        &["offsets", "reset", "--name", name, "--instance-id", "2"],
+    );
+    let last = ok_json(
+        url,
+        &["offsets", "get", "--name", name, "--instance-id", "2"],
+    );
+    assert_eq!(last["offsets"][0]["checkpoint"], Value::Null, "{last}");
+
+    ok(url, &[kind, "start", "--name", name]);
+    assert_eq!(
+        ok_json(url, &[kind, "get", "--name", name])["desired_state"],
+        "RUNNING"
+    );
+    ok(url, &[kind, "restart", "--name", name]);
+    ok(
+        url,
+        &[kind, "restart", "--name", name, "--instance-id", "0"],
+    );
+
+    ok(url, &[kind, "delete", "--name", name]);
+    let gone = refused(url, &[kind, "get", "--name", name]);
+    assert!(gone.starts_with("error: NOT_FOUND:"), "{gone}");
+    assert!(!names(&ok_json(url, &[kind, "list"])).contains(&name.to_owned()));
+}
+
+fn source_create() -> Vec<&'static str> {
+    vec![
+        "--source-type",
+        "datagen",
+        "--destination-topic-name",
+        "persistent://public/default/generated",
+        "--parallelism",
+        "2",
+        "--source-config",
+        r#"{"count": 1000, "seed": 7}"#,
+    ]
+}
+
+fn sink_create(config_file: &Path) -> Vec<String> {
+    [
+        "--sink-type",
+        "file",
+        "--inputs",
+        "t1,persistent://public/default/t2",
+        "--parallelism",
+        "2",
+        "--processing-guarantees",
+        "EFFECTIVELY_ONCE",
+        "--sink-config-file",
+        config_file.to_str().expect("a utf-8 path"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn t10_a_source_and_a_sink_go_through_their_whole_life_on_one_node() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let url = cluster.url(0);
+    assert!(ok(&url, &["sources", "available-sources"]).contains("datagen"));
+    let sinks = ok_json(&url, &["sinks", "available-sinks"]);
+    assert!(
+        sinks
+            .as_array()
+            .expect("types")
+            .iter()
+            .any(|t| t["name"] == "file")
+    );
+    let definition = ok_json(
+        &url,
+        &["sinks", "config-definition", "--sink-type", "postgres"],
+    );
+    let password = definition["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|field| field["name"] == "password")
+        .expect("a password field");
+    assert_eq!(password["secret"], true);
+    ok(
+        &url,
+        &[
+            "sources",
+            "validate-config",
+            "--source-type",
+            "datagen",
+            "--source-config",
+            r#"{"count":1}"#,
+        ],
+    );
+
+    crud_cycle(&url, "sources", "gen", &source_create());
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("sink.json");
+    let out = dir.path().join("sink.out");
+    std::fs::write(
+        &config,
+        format!(r#"{{"path": {:?}}}"#, out.display().to_string()),
+    )
+    .expect("write");
+    let create = sink_create(&config);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    crud_cycle(&url, "sinks", "out", &create);
+}
+
+#[test]
+fn t20_every_verb_works_against_a_follower() {
+    let cluster = Cluster::start(3, &[], &[]);
+    let follower = cluster.follower();
+    let url = cluster.url(follower);
+
+    crud_cycle(&url, "sources", "gen", &source_create());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("sink.json");
+    let out = dir.path().join("sink.out");
+    std::fs::write(
+        &config,
+        format!(r#"{{"path": {:?}}}"#, out.display().to_string()),
+    )
+    .expect("write");
+    let create = sink_create(&config);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    crud_cycle(&url, "sinks", "out", &create);
+
+    let nodes = ok_json(&url, &["cluster", "nodes"]);
+    let nodes = nodes["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert_eq!(
+        nodes.iter().filter(|node| node["leader"] == true).count(),
+        1
+    );
+    assert!(ok(&url, &["cluster", "leader"]).starts_with("node "));
+
+    // Drain and remove a follower other than the one asked (removal goes to the leader).
+    let leader = ok_json(&url, &["cluster", "leader"])["node_id"]
+        .as_u64()
+        .expect("id");
+    let victim_id = (1..=3)
+        .find(|id| *id != leader && *id != follower as u64 + 1)
+        .expect("another follower");
+    let victim = victim_id.to_string();
+    ok(&url, &["cluster", "drain", "--node-id", &victim]);
+    let state = |nodes: &Value| {
+        nodes["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|node| node["node_id"].as_u64() == Some(victim_id))
+            .map(|node| node["state"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        state(&ok_json(&url, &["cluster", "nodes"])).as_deref(),
+        Some("DRAINING")
+    );
+    ok(&url, &["cluster", "remove", "--node-id", &victim]);
+    let after = ok_json(&url, &["cluster", "nodes"]);
+    assert_eq!(state(&after).as_deref(), Some("LEFT"), "{after}");
+    // Two voters still make a cluster that takes writes.
+    ok(
+        &url,
+        &["sources", "create", "--name", "after-remove"]
+            .iter()
+            .copied()
+            .chain(source_create())
+            .collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn t30_bad_inputs_are_refused_with_the_right_code_naming_the_problem() {
+    let pulsar_admin = fake_pulsar_admin();
+    let cluster = Cluster::start(1, &["--pulsar-admin-url", &pulsar_admin], &[]);
+    let url = cluster.url(0);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let yaml = dir.path().join("config.yaml");
+    std::fs::write(&yaml, "count: 1\n").expect("write");
+    let yaml = yaml.to_str().expect("a utf-8 path");
+
+    fn source<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "sources",
+            "create",
+            "--name",
+            name,
+            "--source-type",
+            "datagen",
+            "--destination-topic-name",
+            "t",
+        ];
+        args.extend(extra);
+        args
+    }
+    let postgres = |config: &'static str| {
+        vec![
+            "sinks",
+            "create",
+            "--name",
+            "pg",
+            "--sink-type",
+            "postgres",
+            "--inputs",
+            "t",
+            "--sink-config",
+            config,
+        ]
+    };
+    ok(&url, &source("existing", &[]));
+    ok(&url, &source("stopped", &[]));
+    ok(&url, &["sources", "stop", "--name", "stopped"]);
+    // Effectively-once where the (stand-in) broker deduplicates: accepted.
+    ok(
+        &url,
+        &[
+            "sources",
+            "create",
+            "--name",
+            "deduplicated",
+            "--source-type",
+            "datagen",
+            "--destination-topic-name",
+            "persistent://public/dedup/t",
+            "--processing-guarantees",
+            "EFFECTIVELY_ONCE",
+        ],
+    );
+
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec![
+                "sources",
+                "create",
+                "--name",
+                "b",
+                "--source-type",
+                "nope",
+                "--destination-topic-name",
+                "t",
+            ],
+            "INVALID_ARGUMENT",
+            "source_type",
+        ),
+        (
+            vec![
+                "sinks",
+                "create",
+                "--name",
+                "b",
+                "--sink-type",
+                "nope",
+                "--inputs",
+                "t",
+            ],
+            "INVALID_ARGUMENT",
+            "sink_type",
+        ),
+        (
+            vec![
+                "sinks",
+                "create",
+                "--name",
+                "b",
+                "--sink-type",
+                "datagen",
+                "--inputs",
+                "t",
+            ],
+            "INVALID_ARGUMENT",
+            "sink_type",
+        ),
+        (
+            source("b", &["--source-config", r#"{"count": "#]),
+            "INVALID_ARGUMENT",
+            "not valid JSON",
+        ),
+        (
+            source("b", &["--source-config", "[1, 2]"]),
+            "INVALID_ARGUMENT",
+            "must be a JSON object",
+        ),
+        (
+            source("b", &["--source-config", r#"{"bogus": 1}"#]),
+            "INVALID_ARGUMENT",
+            "\"bogus\"",
+        ),
+        (
+            source("b", &["--source-config", r#"{"count": "many"}"#]),
+            "INVALID_ARGUMENT",
+            "\"count\"",
+        ),
+        (
+            source("b", &["--source-config-file", yaml]),
+            "INVALID_ARGUMENT",
+            "YAML",
+        ),
+        (
+            postgres(r#"{"url": "postgres://127.0.0.1/db"}"#),
+            "INVALID_ARGUMENT",
+            "\"user\": is required",
+        ),
+        (
+            postgres(r#"{"url": "postgres://h/db", "user": "u", "password": 5, "table": "t"}"#),
+            "INVALID_ARGUMENT",
+            "\"password\"",
+        ),
+        (
+            source("b", &["--parallelism", "0"]),
+            "INVALID_ARGUMENT",
+            "parallelism",
+        ),
+        (
+            source("b", &["--parallelism", "-2"]),
+            "INVALID_ARGUMENT",
+            "parallelism",
+        ),
+        (
+            vec![
+                "sources",
+                "create",
+                "--name",
+                "b",
+                "--source-type",
+                "datagen",
+                "--destination-topic-name",
+                "a/b",
+            ],
+            "INVALID_ARGUMENT",
+            "destination_topic_name",
+        ),
+        (
+            vec![
+                "sources",
+                "create",
+                "--name",
+                "b",
+                "--source-type",
+                "datagen",
+                "--destination-topic-name",
+                "kafka://x/y/z",
+            ],
+            "INVALID_ARGUMENT",
+            "destination_topic_name",
+        ),
+        (
+            vec![
+                "sources",
+                "create",
+                "--name",
+                "b",
+                "--source-type",
+                "datagen",
+            ],
+            "INVALID_ARGUMENT",
+            "destination_topic_name",
+        ),
+        (
+            vec!["sinks", "create", "--name", "b", "--sink-type", "blackhole"],
+            "INVALID_ARGUMENT",
+            "inputs",
+        ),
+        (source("x/y", &[]), "INVALID_ARGUMENT", "invalid name"),
+        (
+            vec![
+                "sources",
+                "create",
+                "--tenant",
+                "pub lic",
+                "--name",
+                "b",
+                "--source-type",
+                "datagen",
+                "--destination-topic-name",
+                "t",
+            ],
+            "INVALID_ARGUMENT",
+            "tenant",
+        ),
+        (
+            source("b", &["--processing-guarantees", "TWICE"]),
+            "INVALID_ARGUMENT",
+            "--processing-guarantees",
+        ),
+        (
+            source("b", &["--processing-guarantees", "EFFECTIVELY_ONCE"]),
+            "FAILED_PRECONDITION",
+            "deduplication",
+        ),
+        (
+            source("existing", &[]),
+            "ALREADY_EXISTS",
+            "public/default/existing",
+        ),
+        (
+            vec!["sources", "delete", "--name", "missing"],
+            "NOT_FOUND",
+            "public/default/missing",
+        ),
+        (
+            vec!["sinks", "get", "--name", "missing"],
+            "NOT_FOUND",
+            "sink public/default/missing",
+        ),
+        (
+            vec!["sinks", "get", "--name", "existing"],
+            "NOT_FOUND",
+            "it is a source",
+        ),
+        (
+            vec!["offsets", "reset", "--name", "existing"],
+            "FAILED_PRECONDITION",
+            "stop it",
+        ),
+        (
+            vec!["sources", "restart", "--name", "stopped"],
+            "FAILED_PRECONDITION",
+            "stopped",
+        ),
+        (
+            vec![
+                "sources",
+                "status",
+                "--name",
+                "existing",
+                "--instance-id",
+                "9",
+            ],
+            "INVALID_ARGUMENT",
+            "instance_id",
+        ),
+        (
+            vec![
+                "sources",
+                "stop",
+                "--name",
+                "existing",
+                "--instance-id",
+                "0",
+            ],
+            "INVALID_ARGUMENT",
+            "instance_id",
+        ),
+        (
+            vec![
+                "sources",
+                "update",
+                "--name",
+                "existing",
+                "--source-type",
+                "file",
+            ],
+            "INVALID_ARGUMENT",
+            "source_type",
+        ),
+        (
+            vec![
+                "sources",
+                "update",
+                "--name",
+                "existing",
+                "--parallelism",
+                "0",
+            ],
+            "INVALID_ARGUMENT",
+            "parallelism",
+        ),
+        (
+            vec!["cluster", "drain", "--node-id", "42"],
+            "NOT_FOUND",
+            "node 42",
+        ),
+        (
+            vec!["cluster", "remove", "--node-id", "1"],
+            "FAILED_PRECONDITION",
+            "last voter",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    for (args, code, needle) in &cases {
+        let line = refused(&url, args);
+        assert!(
+            line.starts_with(&format!("error: {code}: ")),
+            "{args:?} should be {code}: {line}"
+        );
+        assert!(
+            line.contains(needle),
+            "{args:?} should name {needle:?}: {line}"
+        );
+    }
+
+    let unreachable = refused("http://127.0.0.1:1", &["sources", "list"]);
+    assert!(unreachable.contains("--admin-url"), "{unreachable}");
+
+    // Nothing refused was stored, and the cluster still takes a create.
+    ok(&url, &source("after", &[]));
+    let listed = names(&ok_json(&url, &["sources", "list"]));
+    assert_eq!(listed, ["after", "deduplicated", "existing", "stopped"]);
+    assert!(names(&ok_json(&url, &["sinks", "list"])).is_empty());
+    assert_eq!(
+        ok_json(&url, &["cluster", "nodes"])["nodes"][0]["state"],
+        "ACTIVE"
+    );
+}
+
+#[test]
+fn t40_secrets_never_leave_the_node() {
+    const SECRET: &str = "pw-S3CRET-value";
+    let cluster = Cluster::start(1, &[], &[("FERRY_LOG", "debug")]);
+    let url = cluster.url(0);
+    let config = format!(
+        r#"{{"url": "postgres://127.0.0.1:5/db", "user": "ferry", "password": "{SECRET}", "table": "t"}}"#
+    );
+    let mut outputs = Vec::new();
+    let mut capture = |args: &[&str]| {
+        let output = run(&url, args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        outputs.push(format!("{}{}", text(&output.stdout), text(&output.stderr)));
+        text(&output.stdout)
+    };
+    let create = [
+        "sinks",
+        "create",
+        "--name",
+        "pg",
+        "--sink-type",
+        "postgres",
+        "--inputs",
+        "t",
+        "--sink-config",
+    ];
+    capture(&[&create[..], &[config.as_str(), "--output", "json"]].concat());
+    capture(&["sinks", "get", "--name", "pg"]);
+    capture(&["sinks", "list", "--output", "json"]);
+    capture(&["sinks", "list"]);
+    capture(&["sinks", "status", "--name", "pg", "--output", "json"]);
+    capture(&["sinks", "status", "--name", "pg"]);
+    // An update without the password keeps it; one with a reference replaces it.
+    capture(&[
+        "sinks",
+        "update",
+        "--name",
+        "pg",
+        "--sink-config",
+        r#"{"batch_size": 10}"#,
+        "-o",
+        "json",
+    ]);
+    let got: Value =
+        serde_json::from_str(&capture(&["sinks", "get", "--name", "pg"])).expect("json");
+    assert_eq!(got["config"]["password"], "***", "{got}");
+    assert_eq!(got["config"]["batch_size"], 10, "{got}");
+    capture(&[
+        "sinks",
+        "update",
+        "--name",
+        "pg",
+        "--sink-config",
+        r#"{"password": "env:FERRY_TEST_PG_PASSWORD"}"#,
+    ]);
+    let got: Value =
+        serde_json::from_str(&capture(&["sinks", "get", "--name", "pg"])).expect("json");
+    assert_eq!(got["config"]["password"], "***", "{got}");
+    capture(&[
+        "sinks",
+        "create",
+        "--name",
+        "pg2",
+        "--sink-type",
+        "postgres",
+        "--inputs",
+        "t2",
+        "--sink-config",
+        &config,
+    ]);
+    capture(&["sinks", "stop", "--name", "pg2"]);
+    capture(&["sinks", "delete", "--name", "pg2"]);
+
+    for output in &outputs {
+        assert!(
+            !output.contains(SECRET),
+            "a secret in the output:\n{output}"
+        );
+        assert!(
+            !output.contains("FERRY_TEST_PG_PASSWORD"),
+            "a secret reference in the output:\n{output}"
+        );
+    }
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("connector created"),
+        "the node logged at all:\n{logs}"
+    );
+    assert!(!logs.contains(SECRET), "a secret in the node's logs");
+}
