@@ -283,7 +283,9 @@ async fn version(args: VersionArgs) -> anyhow::Result<()> {
 }
 
 /// Connects to a node's admin API, naming the flag in the error.
-pub(crate) async fn admin_client(url: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+pub(crate) async fn admin_client(
+    url: &str,
+) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|error| anyhow::anyhow!("invalid --admin-url {url:?}: {error}"))?
         .connect_timeout(CONNECT_TIMEOUT)
