@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use actix::Actor;
 use clap::{Args, Parser, Subcommand};
 use ferry_actors::pulsar::admin::PulsarAdmin;
 use ferry_proto::admin::v1::GetVersionRequest;
@@ -17,10 +18,14 @@ use crate::bench::{self, BenchCommand};
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
 use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
-use crate::{VERSION, client, runtime, server};
+use crate::supervisor::{StatusBoard, StopSupervisor, Supervisor, SupervisorSettings};
+use crate::{VERSION, client, control, runtime, server};
 
 /// Default address of a node's gRPC port (admin API and cluster traffic).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
+
+/// The Pulsar service URL instances use without --pulsar-url.
+pub const DEFAULT_PULSAR_URL: &str = "pulsar://127.0.0.1:6650";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -209,7 +214,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(node = meta.id(), leader = ?meta.leader(), "node is in its cluster");
     // Scripts and tests wait for this line before they count on the node as a member.
     println!("node {} is in its cluster", meta.id());
+    let pulsar = ferry_actors::pulsar::PulsarSettings::new(
+        settings
+            .pulsar_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PULSAR_URL.to_owned()),
+    );
+    let supervisor = Supervisor::new(
+        meta.clone(),
+        SupervisorSettings::new(pulsar),
+        StatusBoard::default(),
+    )
+    .start();
+    let (stop_control, control_stopped) = tokio::sync::watch::channel(());
+    let control = tokio::spawn(control::run(
+        meta.clone(),
+        control::DEFAULT_INTERVAL,
+        control_stopped,
+    ));
     let ended = serving.await;
+    let _ = stop_control.send(());
+    let _ = control.await;
+    // Instances stop before the store: their last commits fail fast instead of hanging.
+    let _ = supervisor.send(StopSupervisor).await;
     meta.shutdown().await?;
     ended?;
     Ok(())

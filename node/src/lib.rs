@@ -13,15 +13,22 @@
 //! - [`settings`]: `ferry serve`'s settings from flags, `FERRY_*` variables, a TOML file and the
 //!   identity stored in the data directory.
 //! - [`runtime`]: the one multi-thread tokio runtime that actix, tonic and pulsar-rs share.
+//! - [`scheduler`]: where instances go, a pure function of the state.
+//! - [`control`]: the leader-only loop that applies the scheduler's placements.
+//! - [`supervisor`]: the per-node actor running the instances assigned to this node, with the
+//!   Raft-backed checkpoint store.
 
 pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod control;
 pub mod meta;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod settings;
+pub mod supervisor;
 
 /// Ferry's release version, from the crate manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -410,14 +410,19 @@ async fn drive(
                     // Written before the checkpoint this owner resumed from: a replay.
                     update(&status, |status| status.duplicates_dropped += 1);
                     uncommitted.skipped += 1;
-                    uncommitted.to_ack.insert(message.topic.clone(), message);
+                    if message.ends_entry {
+                        uncommitted.to_ack.insert(message.topic.clone(), message);
+                    }
                 } else {
                     if config.guarantee == Guarantee::AtMostOnce {
                         consumer.ack(&message).await?;
                     }
                     input.0.insert(message.topic.clone(), message.id);
                     batch.push(to_sink_record(&message));
-                    if config.guarantee != Guarantee::AtMostOnce {
+                    // Acknowledging a message acknowledges its whole entry: only a message
+                    // that ends its entry is acknowledged, and the rest of a batch cut by a
+                    // crash is delivered again (and skipped up to the checkpoint).
+                    if config.guarantee != Guarantee::AtMostOnce && message.ends_entry {
                         uncommitted.to_ack.insert(message.topic.clone(), message);
                     }
                 }

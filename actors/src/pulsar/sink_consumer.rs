@@ -112,6 +112,11 @@ pub struct InputMessage {
     pub publish_time_ms: u64,
     /// Event time set by the producer, if any.
     pub event_time_ms: Option<u64>,
+    /// Whether this is the last message of its entry (an unbatched message, or the last of
+    /// a batch). The broker acknowledges whole entries (pulsar-rs sends no batch-index ack
+    /// sets): acknowledging any message of a batch acknowledges all of it, so a consumer that
+    /// must not lose the rest of a batch acknowledges only messages that end their entry.
+    pub ends_entry: bool,
     raw_id: MessageIdData,
 }
 
@@ -184,7 +189,8 @@ impl SinkConsumer {
         }
     }
 
-    /// Acknowledges one message.
+    /// Acknowledges one message: the broker acknowledges its whole entry (see
+    /// [`InputMessage::ends_entry`]).
     pub async fn ack(&mut self, message: &InputMessage) -> Result<(), ConsumerError> {
         self.consumer
             .ack_with_id(&message.topic, message.raw_id.clone())
@@ -195,7 +201,7 @@ impl SinkConsumer {
             })
     }
 
-    /// Acknowledges `message` and everything before it in its partition.
+    /// Acknowledges `message`, its whole entry and everything before it in its partition.
     pub async fn ack_cumulative(&mut self, message: &InputMessage) -> Result<(), ConsumerError> {
         self.consumer
             .cumulative_ack_with_id(&message.topic, message.raw_id.clone())
@@ -298,7 +304,10 @@ async fn subscribe(
 fn convert(message: Message<Vec<u8>>) -> InputMessage {
     let metadata = &message.payload.metadata;
     let raw_id = message.message_id.id.clone();
+    let batch_index = raw_id.batch_index.filter(|index| *index >= 0);
+    let in_batch = metadata.num_messages_in_batch.unwrap_or(1);
     InputMessage {
+        ends_entry: batch_index.is_none_or(|index| index + 1 >= in_batch),
         id: InputMessageId {
             ledger_id: raw_id.ledger_id,
             entry_id: raw_id.entry_id,

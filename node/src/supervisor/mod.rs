@@ -1,0 +1,481 @@
+//! The per-node `Supervisor` (../shared/DESIGN.md §3): reconciles the assignments addressed to
+//! this node into running instance actors, restarts failed ones with capped exponential
+//! backoff, and publishes every instance's observable state on a [`StatusBoard`].
+//!
+//! It reconciles whenever this node's assignments change (the state machine's watch) and on a
+//! short tick (connector updates, desired-state changes, due restarts). An instance runs while
+//! its assignment names this node and its connector is Running; a new epoch or a new connector
+//! version stops the old actor and starts a new one.
+
+pub mod checkpoints;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use ferry_actors::api::registry::{self, ConnectorKind as TypeKind};
+use ferry_actors::api::{ConnectorError, Sink, Source};
+use ferry_actors::instance::sink::{SinkInstance, SinkInstanceConfig};
+use ferry_actors::instance::source::{
+    CheckpointPolicy, SharedStatus, SourceInstance, SourceInstanceConfig, Stop,
+};
+use ferry_actors::instance::{Guarantee as InstanceGuarantee, InstanceState, InstanceStatus};
+use ferry_actors::pulsar::PulsarSettings;
+use ferry_actors::pulsar::batch::BatchingOptions;
+use ferry_actors::pulsar::sink_consumer::StartPosition;
+use tracing::{info, warn};
+
+use self::checkpoints::RaftCheckpointStore;
+use crate::meta::Meta;
+use crate::meta::state::{
+    Assignment, AssignmentPhase, Connector, ConnectorKind, DesiredState, Guarantee, InstanceKey,
+    NodeId,
+};
+
+/// How the supervisor runs instances.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// The Pulsar cluster instances read from and write to.
+    pub pulsar: PulsarSettings,
+    /// When instances checkpoint.
+    pub checkpoints: CheckpointPolicy,
+    /// The first restart delay after a failure; doubled on each further failure.
+    pub backoff_initial: Duration,
+    /// The longest restart delay.
+    pub backoff_max: Duration,
+    /// An instance running this long without failing has its backoff reset.
+    pub backoff_reset_after: Duration,
+    /// A running instance with input pending and no progress for this long is STUCK.
+    pub stuck_after: Duration,
+    /// How often the supervisor reconciles without being told of a change.
+    pub tick: Duration,
+}
+
+impl SupervisorSettings {
+    /// Returns the defaults for `pulsar`: 100 ms checkpoints, restarts after 0.5 s doubling up
+    /// to 30 s, STUCK after 30 s.
+    pub fn new(pulsar: PulsarSettings) -> Self {
+        Self {
+            pulsar,
+            checkpoints: CheckpointPolicy::default(),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            backoff_reset_after: Duration::from_secs(60),
+            stuck_after: Duration::from_secs(30),
+            tick: Duration::from_millis(200),
+        }
+    }
+
+    /// The delay before restart number `failures` (1 = the first).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        self.backoff_initial
+            .saturating_mul(1_u32 << doublings)
+            .min(self.backoff_max)
+    }
+}
+
+/// What a node reports about one of its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceReport {
+    /// The assignment's epoch the instance runs under.
+    pub epoch: u64,
+    /// The instance's state as reported (STUCK derived from its counters).
+    pub state: ReportedState,
+    /// Counters, last error, last progress.
+    pub status: InstanceStatus,
+    /// Restarts after failures so far.
+    pub restarts: u32,
+    /// When the next restart is due, while failed.
+    pub retry_at: Option<SystemTime>,
+}
+
+/// The states status shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedState {
+    /// Loading its checkpoint and connecting.
+    Starting,
+    /// Moving data, or idle with no input pending.
+    Running,
+    /// Input pending and no progress for `stuck_after`.
+    Stuck,
+    /// Failed; restarts after a backoff (see `last_error`).
+    Failed,
+    /// A bounded source read and delivered everything.
+    Finished,
+    /// Stopped.
+    Stopped,
+}
+
+impl ReportedState {
+    /// The name status shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "STARTING",
+            Self::Running => "RUNNING",
+            Self::Stuck => "STUCK",
+            Self::Failed => "FAILED",
+            Self::Finished => "FINISHED",
+            Self::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// The states of this node's instances, shared with the admin API and tests.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<BTreeMap<InstanceKey, InstanceReport>>>);
+
+impl StatusBoard {
+    /// Returns a copy of every report.
+    pub fn snapshot(&self) -> BTreeMap<InstanceKey, InstanceReport> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Returns the report of `key`, if this node runs it.
+    pub fn get(&self, key: &InstanceKey) -> Option<InstanceReport> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn replace(&self, reports: BTreeMap<InstanceKey, InstanceReport>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = reports;
+    }
+}
+
+/// One instance this node runs (or ran, and will restart).
+#[derive(Debug)]
+struct Held {
+    epoch: u64,
+    version: u64,
+    /// Stops the actor; None when the instance could not even be built.
+    stop: Option<Recipient<Stop>>,
+    status: SharedStatus,
+    started: SystemTime,
+    failures: u32,
+    retry_at: Option<SystemTime>,
+}
+
+/// The per-node supervisor actor.
+pub struct Supervisor {
+    meta: Meta,
+    node: NodeId,
+    settings: SupervisorSettings,
+    board: StatusBoard,
+    instances: BTreeMap<InstanceKey, Held>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Supervisor")
+            .field("node", &self.node)
+            .field("instances", &self.instances.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// Returns the supervisor of node `meta.id()`; it starts reconciling when started.
+    pub fn new(meta: Meta, settings: SupervisorSettings, board: StatusBoard) -> Self {
+        Self {
+            node: meta.id(),
+            meta,
+            settings,
+            board,
+            instances: BTreeMap::new(),
+        }
+    }
+
+    /// The board this supervisor publishes its instances' states on.
+    pub fn board(&self) -> StatusBoard {
+        self.board.clone()
+    }
+
+    /// Brings the running instances in line with this node's assignments.
+    fn reconcile(&mut self) {
+        let node = self.node;
+        let wanted: BTreeMap<InstanceKey, (u64, Connector)> = self.meta.read_local(|state| {
+            state
+                .assignments
+                .iter()
+                .filter(|(_, assignment)| {
+                    assignment.node == node && assignment.phase == AssignmentPhase::Assigned
+                })
+                .filter_map(|(key, assignment)| {
+                    let connector = state.connectors.get(&key.connector)?;
+                    (connector.desired_state == DesiredState::Running
+                        && key.instance < connector.spec.parallelism)
+                        .then(|| (key.clone(), (assignment.epoch, connector.clone())))
+                })
+                .collect()
+        });
+        // Stop what is no longer wanted as it runs.
+        let outdated: Vec<InstanceKey> = self
+            .instances
+            .iter()
+            .filter(|(key, running)| {
+                wanted.get(*key).is_none_or(|(epoch, connector)| {
+                    *epoch != running.epoch || connector.version != running.version
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in outdated {
+            if let Some(running) = self.instances.remove(&key) {
+                info!(instance = %key, epoch = running.epoch, "stopping instance");
+                if let Some(stop) = running.stop {
+                    stop.do_send(Stop);
+                }
+            }
+        }
+        let now = SystemTime::now();
+        for (key, (epoch, connector)) in wanted {
+            match self.instances.get_mut(&key) {
+                None => {
+                    let running = self.start_instance(&key, epoch, &connector, 0);
+                    self.instances.insert(key, running);
+                }
+                Some(running) => {
+                    let state = lock(&running.status).state;
+                    if state != InstanceState::Failed {
+                        continue;
+                    }
+                    match running.retry_at {
+                        None => {
+                            let healthy = now
+                                .duration_since(running.started)
+                                .is_ok_and(|ran| ran >= self.settings.backoff_reset_after);
+                            running.failures = if healthy { 1 } else { running.failures + 1 };
+                            let delay = self.settings.backoff(running.failures);
+                            running.retry_at = Some(now + delay);
+                            warn!(
+                                instance = %key,
+                                failures = running.failures,
+                                retry_in = ?delay,
+                                error = lock(&running.status).last_error.as_deref().unwrap_or(""),
+                                "instance failed; restarting after a backoff"
+                            );
+                        }
+                        Some(at) if at <= now => {
+                            let failures = running.failures;
+                            let restarted = self.start_instance(&key, epoch, &connector, failures);
+                            self.instances.insert(key, restarted);
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        self.publish(now);
+    }
+
+    /// Starts an instance actor for `key`; an instance that cannot be built is recorded as
+    /// failed, to be retried like any failure.
+    fn start_instance(
+        &self,
+        key: &InstanceKey,
+        epoch: u64,
+        connector: &Connector,
+        failures: u32,
+    ) -> Held {
+        let started = SystemTime::now();
+        let (stop, status) = match self.spawn_instance(key, epoch, connector) {
+            Ok((stop, status)) => {
+                info!(instance = %key, epoch, version = connector.version, "instance started");
+                (Some(stop), status)
+            }
+            Err(error) => {
+                warn!(instance = %key, epoch, error = %error, "instance cannot start");
+                let status = SharedStatus::default();
+                {
+                    let mut status = lock(&status);
+                    status.state = InstanceState::Failed;
+                    status.last_error = Some(error.to_string());
+                }
+                (None, status)
+            }
+        };
+        Held {
+            epoch,
+            version: connector.version,
+            stop,
+            status,
+            started,
+            failures,
+            retry_at: None,
+        }
+    }
+
+    fn spawn_instance(
+        &self,
+        key: &InstanceKey,
+        epoch: u64,
+        connector: &Connector,
+    ) -> Result<(Recipient<Stop>, SharedStatus), ConnectorError> {
+        let spec = &connector.spec;
+        let (kind, topic_field) = match spec.kind {
+            ConnectorKind::Source => (TypeKind::Source, "destination_topic_name"),
+            ConnectorKind::Sink => (TypeKind::Sink, "inputs"),
+        };
+        let connector_type = registry::find(kind, &spec.connector_type)?;
+        let mut secrets = BTreeMap::new();
+        for (field, secret) in &spec.secrets {
+            secrets.insert(
+                field.clone(),
+                registry::resolve_secret(field, secret.expose())?,
+            );
+        }
+        let config = registry::join_config(&spec.config, &secrets)?;
+        let store = Arc::new(RaftCheckpointStore::new(self.meta.clone(), key.clone()));
+        let name = key.connector.to_string();
+        let guarantee = instance_guarantee(spec.guarantee);
+        if spec.topics.is_empty() {
+            return Err(ConnectorError::InvalidConfig {
+                field: topic_field.to_owned(),
+                reason: "no topic given".to_owned(),
+            });
+        }
+        let started = match kind {
+            TypeKind::Source => {
+                let source: Box<dyn Source> = connector_type.build_source(&config)?;
+                let config = SourceInstanceConfig {
+                    connector: name,
+                    index: key.instance,
+                    epoch,
+                    topic: spec.topics[0].clone(),
+                    guarantee,
+                    checkpoints: self.settings.checkpoints,
+                    pulsar: self.settings.pulsar.clone(),
+                    batching: BatchingOptions::default(),
+                    read_batch: 1000,
+                };
+                let instance = SourceInstance::new(config, source, store);
+                let status = instance.status();
+                (instance.start().recipient(), status)
+            }
+            TypeKind::Sink => {
+                let sink: Box<dyn Sink> = connector_type.build_sink(&config)?;
+                let subscription = spec.subscription.clone().unwrap_or_else(|| {
+                    format!(
+                        "ferry-{}-{}-{}",
+                        key.connector.tenant, key.connector.namespace, key.connector.name
+                    )
+                });
+                let config = SinkInstanceConfig {
+                    connector: name,
+                    index: key.instance,
+                    epoch,
+                    inputs: spec.topics.clone(),
+                    subscription,
+                    guarantee,
+                    checkpoints: self.settings.checkpoints,
+                    pulsar: self.settings.pulsar.clone(),
+                    write_batch: 1000,
+                    start: StartPosition::Earliest,
+                };
+                let instance = SinkInstance::new(config, sink, store);
+                let status = instance.status();
+                (instance.start().recipient(), status)
+            }
+        };
+        Ok(started)
+    }
+
+    /// Publishes every instance's state on the board.
+    fn publish(&self, now: SystemTime) {
+        let reports = self
+            .instances
+            .iter()
+            .map(|(key, running)| {
+                let status = lock(&running.status).clone();
+                let state = match status.state {
+                    InstanceState::Starting => ReportedState::Starting,
+                    InstanceState::Running
+                        if status.is_stuck(now, running.started, self.settings.stuck_after) =>
+                    {
+                        ReportedState::Stuck
+                    }
+                    InstanceState::Running => ReportedState::Running,
+                    InstanceState::Finished => ReportedState::Finished,
+                    InstanceState::Failed => ReportedState::Failed,
+                    InstanceState::Stopped => ReportedState::Stopped,
+                };
+                let report = InstanceReport {
+                    epoch: running.epoch,
+                    state,
+                    status,
+                    restarts: running.failures,
+                    retry_at: running.retry_at,
+                };
+                (key.clone(), report)
+            })
+            .collect();
+        self.board.replace(reports);
+    }
+}
+
+fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, InstanceStatus> {
+    status.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn instance_guarantee(guarantee: Guarantee) -> InstanceGuarantee {
+    match guarantee {
+        Guarantee::AtMostOnce => InstanceGuarantee::AtMostOnce,
+        Guarantee::AtLeastOnce => InstanceGuarantee::AtLeastOnce,
+        Guarantee::EffectivelyOnce => InstanceGuarantee::EffectivelyOnce,
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, context: &mut Self::Context) {
+        info!(node = self.node, "supervisor started");
+        let assignments = self.meta.watch_assignments(self.node);
+        context.add_stream(tokio_stream::wrappers::WatchStream::new(assignments));
+        context.run_interval(self.settings.tick, |supervisor, _| {
+            supervisor.reconcile();
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> actix::Running {
+        for (key, running) in std::mem::take(&mut self.instances) {
+            info!(instance = %key, "stopping instance: the supervisor stops");
+            if let Some(stop) = running.stop {
+                stop.do_send(Stop);
+            }
+        }
+        self.board.replace(BTreeMap::new());
+        actix::Running::Stop
+    }
+}
+
+/// Stops every instance, then the supervisor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopSupervisor;
+
+impl Handler<StopSupervisor> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopSupervisor, context: &mut Self::Context) {
+        context.stop();
+    }
+}
+
+impl StreamHandler<BTreeMap<InstanceKey, Assignment>> for Supervisor {
+    fn handle(&mut self, _: BTreeMap<InstanceKey, Assignment>, _: &mut Self::Context) {
+        self.reconcile();
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The assignment watch ended (the store stopped); the tick still reconciles.
+    }
+}
