@@ -18,7 +18,7 @@ use crate::bench::{self, BenchCommand};
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
 use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
-use crate::supervisor::{StatusBoard, StopSupervisor, Supervisor, SupervisorSettings};
+use crate::supervisor::{StopSupervisor, Supervisor, SupervisorSettings};
 use crate::{VERSION, client, control, runtime, server};
 
 /// Default address of a node's gRPC port (admin API and cluster traffic).
@@ -223,7 +223,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(
         meta.clone(),
         SupervisorSettings::new(pulsar),
-        StatusBoard::default(),
+        meta.status_board(),
     )
     .start();
     let (stop_control, control_stopped) = tokio::sync::watch::channel(());

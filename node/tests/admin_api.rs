@@ -13,126 +13,13 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::path::Path;
 
-use common::{Node, ferry, text};
+use common::cluster::{Cluster, ok, ok_json, refused, run};
+use common::text;
 use serde_json::Value;
-
-/// The nodes of one test's cluster, their data directories and log files.
-struct Cluster {
-    nodes: Vec<Node>,
-    logs: Vec<PathBuf>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// Starts `size` nodes (node 1 bootstraps, the others join it), each logging to a file,
-    /// and waits until each is in the cluster.
-    fn start(size: u64, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut nodes: Vec<Node> = Vec::new();
-        let mut logs = Vec::new();
-        for id in 1..=size {
-            let data = dir.path().join(format!("node-{id}"));
-            let log = dir.path().join(format!("node-{id}.log"));
-            let id_text = id.to_string();
-            let seed = nodes.first().map(|first| first.address.to_string());
-            let mut args = vec![
-                "--node-id",
-                &id_text,
-                "--data-dir",
-                data.to_str().expect("a utf-8 path"),
-                "--listen",
-                "127.0.0.1:0",
-            ];
-            match &seed {
-                None => args.push("--bootstrap"),
-                Some(seed) => args.extend(["--join", seed.as_str()]),
-            }
-            args.extend(extra);
-            let stderr = Stdio::from(File::create(&log).expect("create the log file"));
-            let mut node = Node::start_with(&args, env, stderr);
-            node.wait_for_line(&format!("node {id} is in its cluster"));
-            nodes.push(node);
-            logs.push(log);
-        }
-        Self {
-            nodes,
-            logs,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, index: usize) -> String {
-        self.nodes[index].url()
-    }
-
-    /// Returns the index of a node that does not lead.
-    fn follower(&self) -> usize {
-        let leader = ok_json(&self.url(0), &["cluster", "leader"]);
-        let leader = leader["node_id"].as_u64().expect("a leader id");
-        (0..self.nodes.len())
-            .find(|index| *index as u64 + 1 != leader)
-            .expect("a follower")
-    }
-
-    /// Returns everything the nodes logged so far.
-    fn logs(&self) -> String {
-        self.logs
-            .iter()
-            .map(|path| std::fs::read_to_string(path).expect("read a node log"))
-            .collect()
-    }
-}
-
-/// Runs `ferry ARGS --admin-url URL`.
-fn run(url: &str, args: &[&str]) -> Output {
-    let mut all = args.to_vec();
-    all.extend(["--admin-url", url]);
-    ferry(&all)
-}
-
-/// Runs a command that must succeed, and returns its standard output.
-fn ok(url: &str, args: &[&str]) -> String {
-    let output = run(url, args);
-    assert!(
-        output.status.success(),
-        "ferry {args:?} failed: {}",
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
-/// Runs a command with `--output json` that must succeed, and returns its answer.
-fn ok_json(url: &str, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--output", "json"]);
-    let stdout = ok(url, &all);
-    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
-}
-
-/// Runs a command that must fail, and returns its one error line, `error: CODE: message`.
-fn refused(url: &str, args: &[&str]) -> String {
-    let output = run(url, args);
-    let stderr = text(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "ferry {args:?} should fail: {}",
-        text(&output.stdout)
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "one error line expected for {args:?}:\n{stderr}"
-    );
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_owned()
-}
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array()
@@ -200,7 +87,10 @@ fn crud_cycle(url: &str, kind: &str, name: &str, create: &[&str]) {
         assert!(instance.get("node").is_some(), "{instance}");
         let state = instance["state"].as_str().expect("a state");
         assert!(
-            ["PENDING", "ASSIGNED", "RUNNING", "STUCK", "FAILED"].contains(&state),
+            [
+                "PENDING", "ASSIGNED", "STARTING", "RUNNING", "STUCK", "FAILED", "FINISHED"
+            ]
+            .contains(&state),
             "{instance}"
         );
     }

@@ -344,7 +344,7 @@ impl AdminService {
                 Some((connector, instances))
             })
             .await?;
-        let (connector, instances) = match found {
+        let (connector, mut instances) = match found {
             Some(found) => found,
             // Let the lookup word the NotFound (and say what kind it is).
             None => (self.connector(&name, kind).await?, Vec::new()),
@@ -355,6 +355,7 @@ impl AdminService {
         if let Some(instance) = request.instance_id {
             check_instance(&name, &connector, instance)?;
         }
+        self.overlay_runtime_reports(&name, &mut instances).await;
         let info = convert::connector_info(&name, &connector);
         let running = instances
             .iter()
@@ -368,6 +369,75 @@ impl AdminService {
             running: u32::try_from(running).unwrap_or(u32::MAX),
             instances,
         })
+    }
+
+    /// Lays each owner's own report (RUNNING, STUCK, FAILED, counters, last error) over the
+    /// assigned instances, asking each owning node once. An owner that does not answer leaves
+    /// its instances ASSIGNED, with the reason in `last_error`.
+    async fn overlay_runtime_reports(
+        &self,
+        name: &ConnectorName,
+        instances: &mut [proto::InstanceStatus],
+    ) {
+        let Some(meta) = &self.meta else {
+            return;
+        };
+        let connector = name.to_string();
+        let owners: std::collections::BTreeMap<u64, String> = instances
+            .iter()
+            .filter_map(|instance| Some((instance.node_id?, instance.node_address.clone())))
+            .collect();
+        let mut reports = std::collections::BTreeMap::new();
+        let mut unreachable = std::collections::BTreeMap::new();
+        for (node, address) in owners {
+            let fetched = if node == meta.id() {
+                Ok(crate::supervisor::proto_reports(
+                    &meta.status_board(),
+                    &connector,
+                ))
+            } else {
+                fetch_reports(meta, &address, &connector).await
+            };
+            match fetched {
+                Ok(list) => {
+                    reports.extend(list.into_iter().map(|report| (report.instance, report)))
+                }
+                Err(reason) => {
+                    unreachable.insert(node, reason);
+                }
+            }
+        }
+        for instance in instances.iter_mut() {
+            if instance.state != i32::from(proto::InstanceState::Assigned) {
+                continue;
+            }
+            if let Some(reason) = instance.node_id.and_then(|node| unreachable.get(&node)) {
+                instance.last_error = reason.clone();
+                continue;
+            }
+            let Some(report) = reports
+                .get(&instance.instance_id)
+                .filter(|report| report.epoch == instance.epoch)
+            else {
+                continue;
+            };
+            instance.state = match report.state.as_str() {
+                "STARTING" => proto::InstanceState::Starting,
+                "RUNNING" => proto::InstanceState::Running,
+                "STUCK" => proto::InstanceState::Stuck,
+                "FAILED" => proto::InstanceState::Failed,
+                "FINISHED" => proto::InstanceState::Finished,
+                "STOPPED" => proto::InstanceState::Stopped,
+                _ => proto::InstanceState::Assigned,
+            }
+            .into();
+            instance.records_received = report.records_read;
+            instance.records_written = report.records_done;
+            instance.restarts = u64::from(report.restarts);
+            instance.errors = u64::from(report.restarts);
+            instance.last_error.clone_from(&report.last_error);
+            instance.last_progress_ms = report.last_progress_ms;
+        }
     }
 
     async fn get_offsets(
@@ -811,5 +881,33 @@ impl Admin for AdminService {
                 .await
                 .map(|()| proto::RemoveNodeResponse {}),
         )
+    }
+}
+
+/// How long status waits for an owning node's report.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks the node at `address` for its reports on `connector`.
+async fn fetch_reports(
+    meta: &Meta,
+    address: &str,
+    connector: &str,
+) -> Result<Vec<ferry_proto::cluster::v1::InstanceReport>, String> {
+    let mut client = meta
+        .peers()
+        .client(address)
+        .map_err(|error| format!("node at {address} is unreachable: {error}"))?;
+    let request = ferry_proto::cluster::v1::InstanceReportsRequest {
+        connector: connector.to_owned(),
+    };
+    match tokio::time::timeout(REPORT_TIMEOUT, client.instance_reports(request)).await {
+        Ok(Ok(response)) => Ok(response.into_inner().reports),
+        Ok(Err(status)) => Err(format!(
+            "node at {address} did not report: {}",
+            status.message()
+        )),
+        Err(_) => Err(format!(
+            "node at {address} did not report within {REPORT_TIMEOUT:?}"
+        )),
     }
 }

@@ -134,6 +134,7 @@ pub struct Meta {
     write_timeout: Duration,
     writer: Writer,
     batcher: Batcher,
+    board: crate::supervisor::StatusBoard,
 }
 
 impl std::fmt::Debug for Meta {
@@ -192,7 +193,14 @@ impl Meta {
             batcher: Batcher::start(writer),
             peers,
             write_timeout: settings.write_timeout,
+            board: crate::supervisor::StatusBoard::default(),
         })
+    }
+
+    /// The board this node's supervisor publishes its instances' states on (served to the
+    /// other nodes for status).
+    pub fn status_board(&self) -> crate::supervisor::StatusBoard {
+        self.board.clone()
     }
 
     /// Returns this node's id.

@@ -4,7 +4,8 @@
 use ferry_proto::cluster::v1::cluster_client::ClusterClient;
 use ferry_proto::cluster::v1::cluster_server::Cluster;
 use ferry_proto::cluster::v1::{
-    JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
+    InstanceReportsRequest, InstanceReportsResponse, JoinRequest, JoinResponse, RaftMessage,
+    ReadIndexRequest, ReadIndexResponse,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -153,6 +154,15 @@ impl Cluster for ClusterService {
             }
             _ => Err(self.not_the_leader()),
         }
+    }
+
+    async fn instance_reports(
+        &self,
+        request: Request<InstanceReportsRequest>,
+    ) -> Result<Response<InstanceReportsResponse>, Status> {
+        let connector = request.into_inner().connector;
+        let reports = crate::supervisor::proto_reports(&self.meta.status_board(), &connector);
+        Ok(Response::new(InstanceReportsResponse { reports }))
     }
 }
 

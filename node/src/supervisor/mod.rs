@@ -29,8 +29,8 @@ use tracing::{info, warn};
 use self::checkpoints::RaftCheckpointStore;
 use crate::meta::Meta;
 use crate::meta::state::{
-    Assignment, AssignmentPhase, Connector, ConnectorKind, DesiredState, Guarantee, InstanceKey,
-    NodeId,
+    Assignment, AssignmentPhase, Command, Connector, ConnectorKind, DesiredState, Guarantee,
+    InstanceKey, NodeId,
 };
 
 /// How the supervisor runs instances.
@@ -149,6 +149,38 @@ impl StatusBoard {
     }
 }
 
+/// Returns the reports on `board` as the cluster API carries them, only those of
+/// `connector` (`tenant/namespace/name`) unless it is empty.
+pub fn proto_reports(
+    board: &StatusBoard,
+    connector: &str,
+) -> Vec<ferry_proto::cluster::v1::InstanceReport> {
+    board
+        .snapshot()
+        .into_iter()
+        .filter(|(key, _)| connector.is_empty() || key.connector.to_string() == connector)
+        .map(|(key, report)| ferry_proto::cluster::v1::InstanceReport {
+            connector: key.connector.to_string(),
+            instance: key.instance,
+            epoch: report.epoch,
+            state: report.state.as_str().to_owned(),
+            records_read: report.status.records_read,
+            records_done: report.status.records_confirmed,
+            duplicates_dropped: report.status.duplicates_dropped,
+            checkpoints_committed: report.status.checkpoints_committed,
+            restarts: report.restarts,
+            last_error: report.status.last_error.clone().unwrap_or_default(),
+            last_progress_ms: report
+                .status
+                .last_progress
+                .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |elapsed| {
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                }),
+        })
+        .collect()
+}
+
 /// One instance this node runs (or ran, and will restart).
 #[derive(Debug)]
 struct Held {
@@ -169,6 +201,8 @@ pub struct Supervisor {
     settings: SupervisorSettings,
     board: StatusBoard,
     instances: BTreeMap<InstanceKey, Held>,
+    /// Hand-offs being confirmed: (instance, epoch) -> the write confirming it.
+    confirming: BTreeMap<(InstanceKey, u64), tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -190,6 +224,7 @@ impl Supervisor {
             settings,
             board,
             instances: BTreeMap::new(),
+            confirming: BTreeMap::new(),
         }
     }
 
@@ -216,6 +251,21 @@ impl Supervisor {
                 })
                 .collect()
         });
+        // Instances being handed off (Revoking): stopped below like anything not wanted, then
+        // confirmed, so the control loop may place them again. Stopping drops the instance
+        // without a final checkpoint: its successor resumes from the last committed one.
+        let revoking: Vec<(InstanceKey, u64)> = self.meta.read_local(|state| {
+            state
+                .assignments
+                .iter()
+                .filter(|(_, assignment)| {
+                    assignment.node == node && assignment.phase == AssignmentPhase::Revoking
+                })
+                .map(|(key, assignment)| (key.clone(), assignment.epoch))
+                .collect()
+        });
+        self.confirming
+            .retain(|handoff, _| revoking.contains(handoff));
         // Stop what is no longer wanted as it runs.
         let outdated: Vec<InstanceKey> = self
             .instances
@@ -234,6 +284,31 @@ impl Supervisor {
                     stop.do_send(Stop);
                 }
             }
+        }
+        for (key, epoch) in revoking {
+            let confirming = self
+                .confirming
+                .get(&(key.clone(), epoch))
+                .is_some_and(|write| !write.is_finished());
+            if confirming || self.instances.contains_key(&key) {
+                continue;
+            }
+            let meta = self.meta.clone();
+            let handoff = (key.clone(), epoch);
+            let write = tokio::spawn(async move {
+                match meta
+                    .write(Command::ConfirmRevoked {
+                        key: key.clone(),
+                        epoch,
+                    })
+                    .await
+                {
+                    Ok(Ok(_)) => info!(instance = %key, epoch, "hand-off confirmed"),
+                    Ok(Err(rejection)) => warn!(instance = %key, %rejection, "hand-off refused"),
+                    Err(error) => warn!(instance = %key, %error, "hand-off not confirmed yet"),
+                }
+            });
+            self.confirming.insert(handoff, write);
         }
         let now = SystemTime::now();
         for (key, (epoch, connector)) in wanted {

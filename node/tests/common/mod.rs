@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 
+pub(crate) mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
