@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Ferry's main job on one machine: the real Pulsar broker plus a 3-node Ferry cluster.
+# Ferry's main job on one machine: the real Pulsar broker plus a 3-node Ferry cluster running a
+# demo pipeline.
 #
-#   deploy/local/quickstart.sh        install what is missing, start the broker, build ferry, start
+#   deploy/local/quickstart.sh        install what is missing, start the broker (and PostgreSQL,
+#                                     which the postgres sink's tests use), build ferry, start
 #                                     node 1 (--bootstrap) on 127.0.0.1:7601 and nodes 2 and 3
-#                                     (--join) on 7602 and 7603, print where everything is
-#   deploy/local/quickstart.sh down   stop the nodes and the broker this script started
+#                                     (--join) on 7602 and 7603, create the demo pipeline
+#                                     (datagen source -> topic ferry-demo -> file sink,
+#                                     effectively-once) and show it moving
+#   deploy/local/quickstart.sh down   stop the nodes, PostgreSQL and the broker
 #
 # State (pid files, logs, each node's data dir) lives in FERRY_LOCAL_STATE_DIR
 # (default ~/.cache/ferry/local); nodes restarted by a second run keep their data.
@@ -62,9 +66,45 @@ wait_node() { # node number
   done
 }
 
+admin() { "$ferry" "$@" --admin-url "http://$(address 1)"; }
+
+demo() {
+  local topic=persistent://public/default/ferry-demo output=$state_dir/demo/out.jsonl
+  mkdir -p "$state_dir/demo"
+  if admin sinks get --name demo-file >/dev/null 2>&1; then
+    log "demo pipeline already created"
+  else
+    log "creating the demo pipeline: datagen -> $topic -> $output"
+    admin sinks create --name demo-file --sink-type file --inputs "$topic" \
+      --processing-guarantees EFFECTIVELY_ONCE \
+      --sink-config "{\"path\": \"$output\"}" >/dev/null
+    admin sources create --name demo-gen --source-type datagen \
+      --destination-topic-name "$topic" --processing-guarantees EFFECTIVELY_ONCE \
+      --source-config '{"rate": 50, "payload_size": 80}' >/dev/null
+  fi
+  local deadline=$(( SECONDS + 60 ))
+  until [[ -s $output ]] && (( $(wc -l < "$output") >= 20 )); do
+    if (( SECONDS >= deadline )); then
+      log "the demo pipeline wrote nothing to $output within 60 s; its status:"
+      admin sources status --name demo-gen >&2 || true
+      admin sinks status --name demo-file >&2 || true
+      exit 1
+    fi
+    sleep 0.5
+  done
+  echo
+  admin sources status --name demo-gen
+  echo
+  admin sinks status --name demo-file
+  echo
+  echo "The demo pipeline writes 50 records/s to $output; its last lines:"
+  tail -n 3 "$output"
+}
+
 up() {
   "$repo/deploy/install-deps.sh"
   "$repo/deploy/pulsar/standalone.sh" start
+  "$repo/deploy/postgres/postgres.sh" start
   log "building ferry"
   (cd "$repo" && cargo build --locked -p ferry-node --bin ferry)
   mkdir -p "$state_dir"
@@ -77,6 +117,7 @@ up() {
     for n in $(seq 1 "$nodes"); do spawn_node "$n"; wait_node "$n"; done
   fi
   "$ferry" version --admin-url "http://$(address 1)"
+  demo
   cat <<TXT
 
 Ferry is up:
@@ -85,7 +126,12 @@ TXT
   for n in $(seq 1 "$nodes"); do
     echo "  node $n  http://$(address "$n")   (pid $(cat "$state_dir/node-$n.pid"), log $state_dir/node-$n.log)"
   done
-  echo "Stop everything with: deploy/local/quickstart.sh down"
+  cat <<TXT
+Try: $ferry sources list --admin-url http://$(address 2)
+     $ferry sinks status --name demo-file --admin-url http://$(address 3) --output json
+     $ferry sources stop --name demo-gen --admin-url http://$(address 1)
+Stop everything with: deploy/local/quickstart.sh down
+TXT
 }
 
 down() {
@@ -101,6 +147,7 @@ down() {
     fi
     rm -f "$state_dir/node-$n.pid"
   done
+  "$repo/deploy/postgres/postgres.sh" stop || true
   "$repo/deploy/pulsar/standalone.sh" stop
 }
 

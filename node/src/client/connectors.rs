@@ -790,6 +790,24 @@ pub fn position_cell(checkpoint: Option<&proto::Checkpoint>) -> String {
     }
 }
 
+/// Summarises a checkpoint for the status table: how many commits, and how long ago the last
+/// was (`ferry offsets get` shows the position itself).
+fn checkpoint_summary(checkpoint: Option<&proto::Checkpoint>) -> String {
+    let Some(checkpoint) = checkpoint else {
+        return "-".to_owned();
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
+    if checkpoint.time_ms == 0 {
+        return format!("{} (reset)", checkpoint.commits);
+    }
+    let age = now_ms.saturating_sub(checkpoint.time_ms);
+    format!("{}, {:.1}s ago", checkpoint.commits, age as f64 / 1000.0)
+}
+
 /// Returns bytes as lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -847,7 +865,7 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         instance_state_name(instance.state).to_owned(),
                         instance.records_received.to_string(),
                         instance.records_written.to_string(),
-                        position_cell(instance.checkpoint.as_ref()),
+                        checkpoint_summary(instance.checkpoint.as_ref()),
                         instance.last_error.clone(),
                     ]
                 })
@@ -861,7 +879,7 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         "STATE",
                         "RECEIVED",
                         "WRITTEN",
-                        "CHECKPOINT",
+                        "CHECKPOINTS",
                         "LAST_ERROR"
                     ],
                     &rows,
