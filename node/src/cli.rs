@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::admin::AdminService;
 use crate::bench::{self, BenchCommand};
+use crate::control::lease::{self, LeaseClock, LeaseSettings};
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
 use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
@@ -97,6 +98,12 @@ pub struct ServeArgs {
     /// caught up.
     #[arg(long, env = "FERRY_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
+    /// How long a node's lease lasts, in milliseconds: a node that cannot renew it for this
+    /// long stops its instances, and the leader moves them a third of a lease later.
+    /// Heartbeats go every sixth of it. Every node of a cluster must use the same value.
+    #[arg(long, env = "FERRY_LEASE_MS", value_name = "MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_ms: u64,
 }
 
 impl ServeArgs {
@@ -170,6 +177,7 @@ fn init_logging_at(level: &str) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let default_listen: SocketAddr = DEFAULT_LISTEN.parse()?;
     let settings = settings::resolve(args.given()?, default_listen)?;
+    let lease_ms = args.lease_ms;
     let listener = server::bind(settings.listen).await?;
     let address = listener.local_addr()?;
     let stop = server::termination_signal()?;
@@ -220,21 +228,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| DEFAULT_PULSAR_URL.to_owned()),
     );
-    let supervisor = Supervisor::new(
-        meta.clone(),
-        SupervisorSettings::new(pulsar),
-        meta.status_board(),
-    )
-    .start();
+    let leases = LeaseSettings::with_lease(Duration::from_millis(lease_ms));
+    let clock = LeaseClock::default();
+    let mut supervisor_settings = SupervisorSettings::new(pulsar);
+    supervisor_settings.lease = Some((clock.clone(), leases.lease));
+    let supervisor =
+        Supervisor::new(meta.clone(), supervisor_settings, meta.status_board()).start();
     let (stop_control, control_stopped) = tokio::sync::watch::channel(());
-    let control = tokio::spawn(control::run(
+    let renewing = tokio::spawn(lease::renew(
+        meta.clone(),
+        leases,
+        clock,
+        control_stopped.clone(),
+    ));
+    let control = tokio::spawn(control::run_with_leases(
         meta.clone(),
         control::DEFAULT_INTERVAL,
+        Some(leases),
         control_stopped,
     ));
     let ended = serving.await;
     let _ = stop_control.send(());
     let _ = control.await;
+    let _ = renewing.await;
     // Instances stop before the store: their last commits fail fast instead of hanging.
     let _ = supervisor.send(StopSupervisor).await;
     meta.shutdown().await?;

@@ -1,21 +1,38 @@
-//! The leader-only control loop (../shared/DESIGN.md §7): while this node leads, it gives
-//! every wanted instance a live owner as the scheduler plans. Failure detection by lease and
-//! planned handoffs are not here yet.
+//! The leader-only control loop (../shared/DESIGN.md §7): while this node leads, it marks
+//! nodes that missed their lease Down (and Active again when they come back), and gives every
+//! wanted instance a live owner as the scheduler plans. Planned hand-offs are not here yet.
+//!
+//! - [`lease`]: heartbeats, leases and self-fencing.
+
+pub mod lease;
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use self::lease::LeaseSettings;
 use crate::meta::Meta;
-use crate::meta::state::{Command, Outcome};
+use crate::meta::state::{Command, NodeState, Outcome};
 use crate::scheduler;
 
 /// How often the leader looks for instances to place.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Runs the control loop until `stop` changes or is dropped.
-pub async fn run(meta: Meta, interval: Duration, mut stop: watch::Receiver<()>) {
+/// Runs the control loop without failure detection until `stop` changes or is dropped.
+pub async fn run(meta: Meta, interval: Duration, stop: watch::Receiver<()>) {
+    run_with_leases(meta, interval, None, stop).await;
+}
+
+/// Runs the control loop until `stop` changes or is dropped; with `leases`, nodes that miss
+/// their lease are marked Down.
+pub async fn run_with_leases(
+    meta: Meta,
+    interval: Duration,
+    leases: Option<LeaseSettings>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut leading = false;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -24,7 +41,16 @@ pub async fn run(meta: Meta, interval: Duration, mut stop: watch::Receiver<()>) 
             _ = stop.changed() => return,
         }
         if meta.leader() != Some(meta.id()) {
+            leading = false;
             continue;
+        }
+        if !leading {
+            // Every node gets a full lease from the moment this node leads.
+            meta.heartbeats().reset();
+            leading = true;
+        }
+        if let Some(leases) = &leases {
+            judge_nodes(&meta, leases).await;
         }
         let placements = meta.read_local(scheduler::place);
         for placement in placements {
@@ -45,6 +71,39 @@ pub async fn run(meta: Meta, interval: Duration, mut stop: watch::Receiver<()>) 
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Marks nodes silent for longer than their lease (plus the margin) Down, and Down nodes that
+/// renew again Active.
+async fn judge_nodes(meta: &Meta, leases: &LeaseSettings) {
+    let heartbeats = meta.heartbeats();
+    let nodes = meta.read_local(|state| state.nodes.clone());
+    for (node, record) in nodes {
+        if node == meta.id() {
+            continue;
+        }
+        let command = match record.state {
+            NodeState::Active | NodeState::Draining
+                if heartbeats.last_heard(node).elapsed() > leases.down_after() =>
+            {
+                warn!(node, lease = ?leases.lease, "node missed its lease: marking it Down");
+                Command::NodeDown { node }
+            }
+            NodeState::Down if heartbeats.heard_within(node, leases.lease) => {
+                info!(node, "node renews its lease again: marking it Active");
+                Command::NodeJoin {
+                    node,
+                    address: record.address.clone(),
+                    labels: record.labels.clone(),
+                }
+            }
+            _ => continue,
+        };
+        if let Err(error) = meta.write(command).await {
+            warn!(node, %error, "could not record the node's state");
+            return;
         }
     }
 }

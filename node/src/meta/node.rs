@@ -135,6 +135,7 @@ pub struct Meta {
     writer: Writer,
     batcher: Batcher,
     board: crate::supervisor::StatusBoard,
+    heartbeats: crate::control::lease::Heartbeats,
 }
 
 impl std::fmt::Debug for Meta {
@@ -194,7 +195,13 @@ impl Meta {
             peers,
             write_timeout: settings.write_timeout,
             board: crate::supervisor::StatusBoard::default(),
+            heartbeats: crate::control::lease::Heartbeats::default(),
         })
+    }
+
+    /// When this node, while leading, last heard from each node.
+    pub fn heartbeats(&self) -> crate::control::lease::Heartbeats {
+        self.heartbeats.clone()
     }
 
     /// The board this node's supervisor publishes its instances' states on (served to the

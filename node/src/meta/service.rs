@@ -4,8 +4,8 @@
 use ferry_proto::cluster::v1::cluster_client::ClusterClient;
 use ferry_proto::cluster::v1::cluster_server::Cluster;
 use ferry_proto::cluster::v1::{
-    InstanceReportsRequest, InstanceReportsResponse, JoinRequest, JoinResponse, RaftMessage,
-    ReadIndexRequest, ReadIndexResponse,
+    HeartbeatRequest, HeartbeatResponse, InstanceReportsRequest, InstanceReportsResponse,
+    JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -154,6 +154,26 @@ impl Cluster for ClusterService {
             }
             _ => Err(self.not_the_leader()),
         }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let node = request.into_inner().node_id;
+        if self.meta.leader() != Some(self.meta.id()) {
+            return Err(self.not_the_leader());
+        }
+        // Renew only as a leader a quorum still follows: a deposed leader must not keep a node
+        // believing it holds its lease.
+        self.meta
+            .read_index_as_leader()
+            .await
+            .map_err(|error| status(&error))?;
+        self.meta.heartbeats().heard(node);
+        Ok(Response::new(HeartbeatResponse {
+            leader_id: self.meta.id(),
+        }))
     }
 
     async fn instance_reports(

@@ -27,6 +27,7 @@ use ferry_actors::pulsar::sink_consumer::StartPosition;
 use tracing::{info, warn};
 
 use self::checkpoints::RaftCheckpointStore;
+use crate::control::lease::LeaseClock;
 use crate::meta::Meta;
 use crate::meta::state::{
     Assignment, AssignmentPhase, Command, Connector, ConnectorKind, DesiredState, Guarantee,
@@ -50,6 +51,9 @@ pub struct SupervisorSettings {
     pub stuck_after: Duration,
     /// How often the supervisor reconciles without being told of a change.
     pub tick: Duration,
+    /// This node's lease: while it does not hold, no instance runs here (self-fencing). None
+    /// runs instances regardless (a single process without failure detection).
+    pub lease: Option<(LeaseClock, Duration)>,
 }
 
 impl SupervisorSettings {
@@ -63,7 +67,8 @@ impl SupervisorSettings {
             backoff_max: Duration::from_secs(30),
             backoff_reset_after: Duration::from_secs(60),
             stuck_after: Duration::from_secs(30),
-            tick: Duration::from_millis(200),
+            tick: Duration::from_millis(100),
+            lease: None,
         }
     }
 
@@ -235,6 +240,21 @@ impl Supervisor {
 
     /// Brings the running instances in line with this node's assignments.
     fn reconcile(&mut self) {
+        if let Some((clock, lease)) = &self.settings.lease
+            && !clock.holds(*lease)
+        {
+            // Without a lease the leader may give these instances to others: stop them now,
+            // before it can (it waits the lease plus a margin).
+            if !self.instances.is_empty() {
+                warn!(
+                    node = self.node,
+                    "no lease: stopping every instance on this node"
+                );
+            }
+            self.stop_all();
+            self.board.replace(BTreeMap::new());
+            return;
+        }
         let node = self.node;
         let wanted: BTreeMap<InstanceKey, (u64, Connector)> = self.meta.read_local(|state| {
             state
@@ -463,6 +483,16 @@ impl Supervisor {
         Ok(started)
     }
 
+    /// Stops every instance at once.
+    fn stop_all(&mut self) {
+        for (key, held) in std::mem::take(&mut self.instances) {
+            info!(instance = %key, epoch = held.epoch, "stopping instance");
+            if let Some(stop) = held.stop {
+                stop.do_send(Stop);
+            }
+        }
+    }
+
     /// Publishes every instance's state on the board.
     fn publish(&self, now: SystemTime) {
         let reports = self
@@ -521,12 +551,7 @@ impl Actor for Supervisor {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> actix::Running {
-        for (key, running) in std::mem::take(&mut self.instances) {
-            info!(instance = %key, "stopping instance: the supervisor stops");
-            if let Some(stop) = running.stop {
-                stop.do_send(Stop);
-            }
-        }
+        self.stop_all();
         self.board.replace(BTreeMap::new());
         actix::Running::Stop
     }
