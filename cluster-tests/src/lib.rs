@@ -53,7 +53,10 @@ pub fn ferry_binary() -> PathBuf {
                     .args(["build", "-p", "ferry-node", "--bin", "ferry"])
                     .status()
                     .expect("run cargo build");
-                assert!(status.success(), "cargo build -p ferry-node --bin ferry failed");
+                assert!(
+                    status.success(),
+                    "cargo build -p ferry-node --bin ferry failed"
+                );
             }
             binary
         })

@@ -21,7 +21,9 @@ const COUNT: u64 = 4_000;
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Asserts that `keys` is exactly `0..count` in order, naming the first difference.
@@ -36,7 +38,12 @@ fn check_exactly_once_in_order(producer: &str, keys: &[u64], count: u64) {
             &keys[position.saturating_sub(3)..(position + 3).min(keys.len())]
         );
     }
-    assert_eq!(keys.len() as u64, count, "{producer}: {} records, expected {count}", keys.len());
+    assert_eq!(
+        keys.len() as u64,
+        count,
+        "{producer}: {} records, expected {count}",
+        keys.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +91,9 @@ async fn t20_killing_an_owner_loses_and_duplicates_nothing() {
         .find(|instance| instance["node"].as_u64() != Some(leader))
         .expect("an instance owned by a follower (the scheduler spreads 3 over 3 nodes)");
     let victim = victim_instance["node"].as_u64().expect("a node");
-    let moved = victim_instance["instance_id"].as_u64().expect("an instance id");
+    let moved = victim_instance["instance_id"]
+        .as_u64()
+        .expect("an instance id");
     let old_epoch = victim_instance["epoch"].as_u64().expect("an epoch");
     phase(&format!(
         "killing node {victim}, owner of instance {moved} (leader is node {leader})"
@@ -118,13 +127,23 @@ async fn t20_killing_an_owner_loses_and_duplicates_nothing() {
     phase("every instance finished; checking the topic");
 
     let by_producer = read_by_producer(&topic, 3 * COUNT as usize).await;
-    assert_eq!(by_producer.len(), 3, "one producer per instance: {:?}", by_producer.keys());
+    assert_eq!(
+        by_producer.len(),
+        3,
+        "one producer per instance: {:?}",
+        by_producer.keys()
+    );
     for (producer, reads) in &by_producer {
         // Keys carry each record's index (a batch's messages share one sequence id in the
         // metadata a consumer sees, so the key is the per-record identity).
         let keys: Vec<u64> = reads
             .iter()
-            .map(|read| read.key.as_deref().and_then(|key| key.parse().ok()).unwrap_or(u64::MAX))
+            .map(|read| {
+                read.key
+                    .as_deref()
+                    .and_then(|key| key.parse().ok())
+                    .unwrap_or(u64::MAX)
+            })
             .collect();
         check_exactly_once_in_order(producer, &keys, COUNT);
     }
