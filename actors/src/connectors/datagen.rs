@@ -60,6 +60,8 @@ pub const CONNECTOR_TYPE: ConnectorType = ConnectorType {
 };
 
 fn build(config: &serde_json::Value) -> Result<Box<dyn Source>, ConnectorError> {
+    // Types first: serde's "invalid type" message names the value, not the field.
+    crate::connectors::check_field_types(CONNECTOR_TYPE.fields, config)?;
     let config: DatagenConfig = registry::parse_config(config)?;
     config.validate()?;
     Ok(Box::new(DatagenSource::new(config)))

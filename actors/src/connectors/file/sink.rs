@@ -141,6 +141,27 @@ fn unavailable(path: &Path, error: &io::Error) -> ConnectorError {
     }
 }
 
+/// Fails unless `path` still names the open file `written` describes: a checkpoint claims the
+/// output is durable *at the path*, and a file moved or removed while open (its directory
+/// renamed or deleted) takes the writes elsewhere or nowhere. Failing makes the instance
+/// reopen the path, which reports what is there instead.
+fn check_still_at_path(path: &Path, written: &std::fs::Metadata) -> Result<(), ConnectorError> {
+    use std::os::unix::fs::MetadataExt;
+    let moved = || ConnectorError::Unavailable {
+        system: "file".to_owned(),
+        reason: format!(
+            "{}: moved or removed while the sink wrote to it",
+            path.display()
+        ),
+    };
+    match std::fs::metadata(path) {
+        Ok(current) if current.dev() == written.dev() && current.ino() == written.ino() => Ok(()),
+        Ok(_) => Err(moved()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Err(moved()),
+        Err(error) => Err(unavailable(path, &error)),
+    }
+}
+
 /// Runs blocking file work off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
@@ -203,10 +224,12 @@ impl Sink for FileSink {
             let file = self.opened()?;
             let path = self.path.clone();
             let length = blocking(move || {
-                file.sync_all()
+                let written = file
+                    .sync_all()
                     .and_then(|()| file.metadata())
-                    .map(|metadata| metadata.len())
-                    .map_err(|error| unavailable(&path, &error))
+                    .map_err(|error| unavailable(&path, &error))?;
+                check_still_at_path(&path, &written)?;
+                Ok(written.len())
             })
             .await?;
             Ok(length.to_be_bytes().to_vec())
@@ -250,5 +273,25 @@ mod tests {
         .expect("valid");
         let error = sink.write(Vec::new()).await.expect_err("not open");
         assert!(error.to_string().contains("not open"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_flush_after_the_file_moved_away_fails_instead_of_claiming_it_durable() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let out = dir.path().join("out");
+        let path = out.join("out.txt");
+        let mut sink = FileSink::new(&FileSinkConfig {
+            path: path.display().to_string(),
+        })
+        .expect("valid");
+        sink.open(&SinkResume::default()).await.expect("open");
+        sink.flush(&Vec::new()).await.expect("flush in place");
+        std::fs::rename(&out, dir.path().join("away")).expect("move the directory");
+        let error = sink.flush(&Vec::new()).await.expect_err("moved");
+        assert!(
+            matches!(&error, ConnectorError::Unavailable { system, reason }
+                if system == "file" && reason.contains("moved or removed")),
+            "{error}"
+        );
     }
 }
