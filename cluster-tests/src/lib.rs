@@ -10,7 +10,9 @@
 //!   directory, killed (SIGKILL, by pid) and restarted on the same port and data; every process
 //!   it started is killed when it is dropped.
 //! - [`topic`]: reads a topic back for the checkers.
+//! - [`scenario`]: steps the scenarios share (create a datagen source, wait on states, check).
 
+pub mod scenario;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -177,6 +179,18 @@ impl TestCluster {
         process.child.kill().expect("SIGKILL the node");
         let _ = process.child.wait();
         phase(&format!("node {id} killed (SIGKILL)"));
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.running[&id].child.id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+        phase(&format!("node {id} sent SIG{signal}"));
     }
 
     /// Starts node `id` again on its address and data directory.

@@ -1,0 +1,124 @@
+//! Steps the scenarios share: creating a datagen source, waiting on instance states, and
+//! checking what a source wrote.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_test_support::wait;
+use serde_json::Value;
+
+use crate::TestCluster;
+
+/// How long a scenario waits for any one condition.
+pub const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Milliseconds since the Unix epoch (the broker's publish times use the same clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// A datagen source as a scenario creates it.
+#[derive(Debug, Clone)]
+pub struct Datagen<'a> {
+    /// The connector's name (in public/default).
+    pub name: &'a str,
+    /// Its output topic.
+    pub topic: &'a str,
+    /// Its instances.
+    pub parallelism: u32,
+    /// `EFFECTIVELY_ONCE`, `ATLEAST_ONCE` or `ATMOST_ONCE`.
+    pub guarantee: &'a str,
+    /// Records per instance.
+    pub count: u64,
+    /// Records per second per instance.
+    pub rate: u64,
+}
+
+impl Datagen<'_> {
+    /// Creates the source through node `node`.
+    pub fn create(&self, cluster: &TestCluster, node: u64) {
+        let config = format!(
+            r#"{{"count": {}, "rate": {}, "payload_size": 64}}"#,
+            self.count, self.rate
+        );
+        cluster.json(
+            node,
+            &[
+                "sources",
+                "create",
+                "--name",
+                self.name,
+                "--source-type",
+                "datagen",
+                "--destination-topic-name",
+                self.topic,
+                "--parallelism",
+                &self.parallelism.to_string(),
+                "--processing-guarantees",
+                self.guarantee,
+                "--source-config",
+                &config,
+            ],
+        );
+    }
+}
+
+/// Waits until the instances of source `name`, asked of some running node, satisfy
+/// `condition`, and returns them.
+pub async fn wait_sources(
+    cluster: &TestCluster,
+    name: &str,
+    reason: &str,
+    condition: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    wait::until(reason, TIMEOUT, || {
+        let found = cluster
+            .running()
+            .into_iter()
+            .find_map(|node| cluster.instances(node, "sources", name));
+        let result = found.filter(|instances| condition(instances));
+        async move { result }
+    })
+    .await
+}
+
+/// Whether every instance is in `state` and there are `count` of them.
+pub fn all_in(instances: &[Value], count: usize, state: &str) -> bool {
+    instances.len() == count && instances.iter().all(|instance| instance["state"] == state)
+}
+
+/// Asserts that `keys` is exactly `0..count` in order, naming the first difference.
+pub fn check_exactly_once_in_order(producer: &str, keys: &[u64], count: u64) {
+    if let Some((position, key)) = keys
+        .iter()
+        .enumerate()
+        .find(|(position, key)| **key != *position as u64)
+    {
+        panic!(
+            "{producer}: at position {position} key {key}, expected {position} (around it: {:?})",
+            &keys[position.saturating_sub(3)..(position + 3).min(keys.len())]
+        );
+    }
+    assert_eq!(
+        keys.len() as u64,
+        count,
+        "{producer}: {} records, expected {count}",
+        keys.len()
+    );
+}
+
+/// The datagen indexes (keys) of `reads`, in order.
+pub fn keys(reads: &[crate::topic::Read]) -> Vec<u64> {
+    reads
+        .iter()
+        .map(|read| {
+            read.key
+                .as_deref()
+                .and_then(|key| key.parse().ok())
+                .unwrap_or(u64::MAX)
+        })
+        .collect()
+}
