@@ -79,7 +79,7 @@ async fn t40_killing_the_leader_keeps_the_flow_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t41_a_paused_owner_fences_itself_before_its_instance_moves() {
-    let mut cluster = TestCluster::start(3, &[]);
+    let cluster = TestCluster::start(3, &[]);
     let topic = topic("pause");
     Datagen {
         name: "gen",
