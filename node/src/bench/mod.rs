@@ -3,9 +3,14 @@
 //!
 //! - [`meta`]: checkpoint commits through a 3-node metadata store on loopback.
 //! - [`producer`]: Ferry's producer session against pulsar-rs's batched producer.
+//! - [`source`]: datagen -> Pulsar through the source instance actor against pulsar-rs.
+//! - [`sink`]: Pulsar -> blackhole and Pulsar -> PostgreSQL through the sink instance actor
+//!   against a raw pulsar-rs consumer, alone and writing the rows with a bare batched INSERT.
 
 pub mod meta;
 pub mod producer;
+pub mod sink;
+pub mod source;
 
 use clap::Subcommand;
 
@@ -18,6 +23,13 @@ pub enum BenchCommand {
     /// Messages/s and MB/s through Ferry's producer session (explicit sequence ids, batching)
     /// and through pulsar-rs's own batched producer, on the same broker in the same run.
     Producer(producer::ProducerBenchArgs),
+    /// Records/s from datagen to Pulsar through the source instance actor (effectively-once
+    /// and at-least-once) and through pulsar-rs's batched producer, in the same run.
+    Source(source::SourceBenchArgs),
+    /// Records/s from Pulsar through the sink instance actor (effectively-once) into the
+    /// blackhole sink and into PostgreSQL, against a raw pulsar-rs consumer alone and writing
+    /// the same rows with a bare batched INSERT, in the same run.
+    Sink(sink::SinkBenchArgs),
 }
 
 /// Runs a `ferry bench` subcommand.
@@ -25,6 +37,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Meta(args) => meta::run(args).await,
         BenchCommand::Producer(args) => producer::run(args).await,
+        BenchCommand::Source(args) => source::run(args).await,
+        BenchCommand::Sink(args) => sink::run(args).await,
     }
 }
 
