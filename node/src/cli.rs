@@ -16,8 +16,10 @@ use tracing::info;
 use crate::admin::AdminService;
 use crate::bench::{self, BenchCommand};
 use crate::control::lease::{self, LeaseClock, LeaseSettings};
+use crate::meta::network::Peers;
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
 use crate::meta::{Faults, Meta, MetaSettings, RaftTuning};
+use crate::security::Security;
 use crate::settings::{self, ClusterSettings, GivenSettings, Identity, Membership, SettingsError};
 use crate::supervisor::{StopSupervisor, Supervisor, SupervisorSettings};
 use crate::{VERSION, client, control, runtime, server};
@@ -68,7 +70,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A TOML file of node settings (keys: node_id, listen, advertise, data_dir, pulsar_url,
-    /// pulsar_admin_url, bootstrap, join).
+    /// pulsar_admin_url, bootstrap, join, tls_cert, tls_key, tls_ca, admin_token_file,
+    /// viewer_token_file).
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This node's id, unique in the cluster; stored in the data directory on first start.
@@ -98,6 +101,26 @@ pub struct ServeArgs {
     /// caught up.
     #[arg(long, env = "FERRY_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
+    /// PEM file of this node's TLS certificate (chain). With --tls-key the node serves the
+    /// admin API and cluster traffic over TLS, and reaches the other nodes over https.
+    #[arg(long, env = "FERRY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of this node's TLS private key.
+    #[arg(long, env = "FERRY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA this node trusts when it reaches the other nodes (default: the
+    /// certificates in --tls-cert).
+    #[arg(long, env = "FERRY_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// File holding the admin token (or set FERRY_ADMIN_TOKEN). With it every admin call needs
+    /// `authorization: Bearer <token>`, and node-to-node calls carry it: give every node of a
+    /// cluster the same one.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the viewer token (or set FERRY_VIEWER_TOKEN): it may get, list and read
+    /// status only.
+    #[arg(long, env = "FERRY_VIEWER_TOKEN_FILE", value_name = "FILE")]
+    pub viewer_token_file: Option<PathBuf>,
     /// How long a node's lease lasts, in milliseconds: a node that cannot renew it for this
     /// long stops its instances, and the leader moves them a third of a lease later.
     /// Heartbeats go every sixth of it. Every node of a cluster must use the same value.
@@ -118,6 +141,14 @@ impl ServeArgs {
             pulsar_admin_url: self.pulsar_admin_url.clone(),
             bootstrap: self.bootstrap.then_some(true),
             join: self.join.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            admin_token_file: self.admin_token_file.clone(),
+            viewer_token_file: self.viewer_token_file.clone(),
+            // Token values only come from the environment: a flag would show them in `ps`.
+            admin_token: std::env::var("FERRY_ADMIN_TOKEN").ok(),
+            viewer_token: std::env::var("FERRY_VIEWER_TOKEN").ok(),
         };
         Ok(match &self.config {
             Some(path) => flags.or(settings::read_config_file(path)?),
@@ -132,6 +163,9 @@ pub struct VersionArgs {
     /// A node's admin URL (http://host:port); when given, that node's version is printed too.
     #[arg(long, env = "FERRY_ADMIN_URL", value_name = "URL")]
     pub admin_url: Option<String>,
+    /// TLS and token for reaching the node.
+    #[command(flatten)]
+    pub access: client::AccessArgs,
 }
 
 /// Runs a parsed command line.
@@ -181,23 +215,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(settings.listen).await?;
     let address = listener.local_addr()?;
     let stop = server::termination_signal()?;
+    let security = settings.security.clone();
     let meta = match &settings.cluster {
-        Some(cluster) => Some(start_meta(cluster, address).await?),
+        Some(cluster) => Some(start_meta(cluster, address, &security).await?),
         None => None,
     };
-    info!(%address, version = VERSION, "ferry node listening");
+    info!(
+        %address,
+        version = VERSION,
+        tls = security.tls.is_some(),
+        tokens = security.tokens.is_some(),
+        "ferry node listening"
+    );
     // Scripts and tests read the bound address from this line (useful with port 0).
     println!("listening on {address}");
     let admin = AdminService::new(
         meta.clone(),
         pulsar_admin(settings.pulsar_admin_url.as_deref())?,
     );
-    let serving = server::serve_with_admin(
+    let serving = server::serve_with_security(
         listener,
         stop,
         server::SHUTDOWN_GRACE,
         meta.as_ref().map(Meta::cluster_service),
         admin,
+        &security,
     );
     let Some((meta, cluster)) = meta.zip(settings.cluster) else {
         serving.await?;
@@ -266,7 +308,11 @@ fn pulsar_admin(url: Option<&str>) -> anyhow::Result<Option<PulsarAdmin>> {
 }
 
 /// Opens the metadata store and starts Raft, storing the node identity on first start.
-async fn start_meta(cluster: &ClusterSettings, bound: SocketAddr) -> anyhow::Result<Meta> {
+async fn start_meta(
+    cluster: &ClusterSettings,
+    bound: SocketAddr,
+    security: &Security,
+) -> anyhow::Result<Meta> {
     let advertise = match &cluster.advertise {
         Some(advertise) => advertise.clone(),
         None if bound.ip().is_unspecified() => {
@@ -287,7 +333,7 @@ async fn start_meta(cluster: &ClusterSettings, bound: SocketAddr) -> anyhow::Res
         Ok::<_, SettingsError>(())
     })
     .await??;
-    let meta = Meta::start(
+    let meta = Meta::start_with_peers(
         MetaSettings {
             node_id: cluster.node_id,
             advertise,
@@ -296,6 +342,7 @@ async fn start_meta(cluster: &ClusterSettings, bound: SocketAddr) -> anyhow::Res
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         },
         Faults::default(),
+        Peers::new(security.peer_access()),
     )
     .await?;
     Ok(meta)
@@ -311,11 +358,11 @@ async fn version(args: VersionArgs) -> anyhow::Result<()> {
         ferry_proto::ADMIN_API_VERSION
     );
     if let Some(url) = args.admin_url {
-        let mut client = admin_client(&url).await?;
+        let mut client = admin_client(&url, &args.access).await?;
         let answer = client
             .get_version(GetVersionRequest {})
             .await
-            .map_err(|status| anyhow::anyhow!("{url}: {}", status.message()))?
+            .map_err(|status| client::call_error(&status).context(format!("node at {url}")))?
             .into_inner();
         println!(
             "node at {url}: ferry {} (admin API {})",
@@ -325,17 +372,51 @@ async fn version(args: VersionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to a node's admin API, naming the flag in the error.
+/// Returns an error and its sources as one line, without the repeats tonic's transport errors
+/// carry (`transport error: X: X`).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// Connects to a node's admin API (over TLS for an https:// URL, sending the token if one is
+/// given), naming the flag in the error.
 pub(crate) async fn admin_client(
     url: &str,
-) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    access: &client::AccessArgs,
+) -> anyhow::Result<client::AdminApi> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|error| anyhow::anyhow!("invalid --admin-url {url:?}: {error}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
+    let https = url.starts_with("https://");
+    if https {
+        endpoint = endpoint
+            .tls_config(access.tls_config()?)
+            .map_err(|error| anyhow::anyhow!("invalid --admin-url {url:?}: {error}"))?;
+    } else if access.tls_ca.is_some() {
+        anyhow::bail!("invalid --tls-ca: needs an https:// --admin-url (got {url})");
+    }
+    let token = access.token()?;
     let channel = endpoint.connect().await.map_err(|error| {
-        anyhow::Error::new(error)
-            .context(format!("cannot reach the admin API at {url} (--admin-url)"))
+        let reason = error_chain(&error);
+        let hint = match &access.tls_ca {
+            _ if !reason.contains("certificate") => "--admin-url",
+            None => "--admin-url; pass --tls-ca with the CA that signed the node's certificate",
+            Some(_) => "--admin-url; --tls-ca is not the CA that signed the node's certificate",
+        };
+        anyhow::anyhow!("cannot reach the admin API at {url} ({hint}): {reason}")
     })?;
-    Ok(AdminClient::new(channel))
+    Ok(AdminClient::with_interceptor(
+        channel,
+        crate::security::BearerToken::new(token),
+    ))
 }

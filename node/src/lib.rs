@@ -10,6 +10,7 @@
 //! - [`client`]: the `ferry sources|sinks|offsets|cluster` client commands over that service.
 //! - [`bench`]: `ferry bench`, measurements reported against a floor from the same run.
 //! - [`meta`]: the metadata store (openraft over redb and tonic) and its node-side handle.
+//! - [`security`]: optional TLS and bearer tokens (admin and viewer roles) on the gRPC port.
 //! - [`settings`]: `ferry serve`'s settings from flags, `FERRY_*` variables, a TOML file and the
 //!   identity stored in the data directory.
 //! - [`runtime`]: the one multi-thread tokio runtime that actix, tonic and pulsar-rs share.
@@ -26,6 +27,7 @@ pub mod control;
 pub mod meta;
 pub mod runtime;
 pub mod scheduler;
+pub mod security;
 pub mod server;
 pub mod settings;
 pub mod supervisor;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::admin::AdminService;
 use crate::meta::service::ClusterService;
+use crate::security::Security;
 use ferry_proto::cluster::v1::cluster_server::ClusterServer;
 
 /// How long a stopping server waits for open calls and connections before it quits anyway.
@@ -38,6 +39,9 @@ pub enum ServeError {
     /// The process could not subscribe to SIGTERM/SIGINT.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("invalid --tls-cert/--tls-key: {0}")]
+    Tls(#[source] tonic::transport::Error),
     /// The gRPC server stopped with an error.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -95,6 +99,30 @@ pub async fn serve_with_admin<S>(
 where
     S: Future<Output = &'static str>,
 {
+    serve_with_security(
+        listener,
+        shutdown,
+        grace,
+        cluster,
+        admin,
+        &Security::default(),
+    )
+    .await
+}
+
+/// Serves like [`serve_with_admin`], over TLS and answering only callers with a valid token
+/// when `security` says so (the health service stays open).
+pub async fn serve_with_security<S>(
+    listener: TcpListener,
+    shutdown: S,
+    grace: Duration,
+    cluster: Option<ClusterServer<ClusterService>>,
+    admin: AdminService,
+    security: &Security,
+) -> Result<(), ServeError>
+where
+    S: Future<Output = &'static str>,
+{
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
@@ -102,10 +130,16 @@ where
 
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &security.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(ServeError::Tls)?;
+    }
+    let server = builder
         .add_service(health_service)
-        .add_service(AdminServer::new(admin))
-        .add_optional_service(cluster)
+        .add_service(security.guard(AdminServer::new(admin)))
+        .add_optional_service(cluster.map(|cluster| security.guard(cluster)))
         .serve_with_incoming_shutdown(incoming, async {
             // A dropped sender also stops the server: nobody is left to keep it running.
             let _ = stop_receiver.await;

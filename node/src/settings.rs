@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::meta::state::NodeId;
+use crate::security::{Security, TlsFiles, Token, Tokens};
 
 /// The identity file's name inside the data directory.
 pub const IDENTITY_FILE: &str = "node.toml";
@@ -33,6 +34,22 @@ pub struct GivenSettings {
     pub bootstrap: Option<bool>,
     /// Join the cluster that the node at this address belongs to.
     pub join: Option<String>,
+    /// PEM file of the node's TLS certificate (chain); with `tls_key`, the node serves TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the node's TLS private key.
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA the node trusts when it reaches other nodes (default: `tls_cert`).
+    pub tls_ca: Option<PathBuf>,
+    /// File holding the admin token; with it, every admin and node-to-node call needs a token.
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the viewer token (get, list and status only).
+    pub viewer_token_file: Option<PathBuf>,
+    /// The admin token itself (`FERRY_ADMIN_TOKEN`; never read from the config file).
+    #[serde(skip)]
+    pub admin_token: Option<String>,
+    /// The viewer token itself (`FERRY_VIEWER_TOKEN`; never read from the config file).
+    #[serde(skip)]
+    pub viewer_token: Option<String>,
 }
 
 impl GivenSettings {
@@ -47,6 +64,13 @@ impl GivenSettings {
             pulsar_admin_url: self.pulsar_admin_url.or(fallback.pulsar_admin_url),
             bootstrap: self.bootstrap.or(fallback.bootstrap),
             join: self.join.or(fallback.join),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
+            tls_ca: self.tls_ca.or(fallback.tls_ca),
+            admin_token_file: self.admin_token_file.or(fallback.admin_token_file),
+            viewer_token_file: self.viewer_token_file.or(fallback.viewer_token_file),
+            admin_token: self.admin_token.or(fallback.admin_token),
+            viewer_token: self.viewer_token.or(fallback.viewer_token),
         }
     }
 }
@@ -86,6 +110,8 @@ pub struct NodeSettings {
     pub pulsar_admin_url: Option<String>,
     /// The metadata store's settings; None runs the admin API alone (no `--data-dir`).
     pub cluster: Option<ClusterSettings>,
+    /// TLS and tokens; the default serves plain HTTP/2 to anyone.
+    pub security: Security,
 }
 
 /// A setting that stops start-up.
@@ -217,6 +243,7 @@ pub fn resolve(
     default_listen: SocketAddr,
 ) -> Result<NodeSettings, SettingsError> {
     let listen = given.listen.unwrap_or(default_listen);
+    let security = resolve_security(&given)?;
     if let Some(url) = &given.pulsar_url
         && !(url.starts_with("pulsar://") || url.starts_with("pulsar+ssl://"))
     {
@@ -258,6 +285,7 @@ pub fn resolve(
             pulsar_url: given.pulsar_url,
             pulsar_admin_url: given.pulsar_admin_url,
             cluster: None,
+            security,
         });
     };
     let stored = read_identity(&data_dir)?;
@@ -305,7 +333,109 @@ pub fn resolve(
             data_dir,
             membership,
         }),
+        security,
     })
+}
+
+/// Reads and checks the TLS files and tokens. Errors name the setting, never a token's value.
+fn resolve_security(given: &GivenSettings) -> Result<Security, SettingsError> {
+    let tls = match (&given.tls_cert, &given.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: read_pem("--tls-cert", cert, "CERTIFICATE")?,
+            key: read_pem("--tls-key", key, "PRIVATE KEY")?,
+            ca: given
+                .tls_ca
+                .as_deref()
+                .map(|ca| read_pem("--tls-ca", ca, "CERTIFICATE"))
+                .transpose()?,
+        }),
+        (Some(_), None) => return Err(invalid("--tls-key", "is required with --tls-cert")),
+        (None, Some(_)) => return Err(invalid("--tls-cert", "is required with --tls-key")),
+        (None, None) if given.tls_ca.is_some() => {
+            return Err(invalid(
+                "--tls-ca",
+                "needs --tls-cert and --tls-key (a node reaches its peers over TLS only when it serves TLS)",
+            ));
+        }
+        (None, None) => None,
+    };
+    let admin = token(
+        ("--admin-token-file", &given.admin_token_file),
+        ("FERRY_ADMIN_TOKEN", &given.admin_token),
+    )?;
+    let viewer = token(
+        ("--viewer-token-file", &given.viewer_token_file),
+        ("FERRY_VIEWER_TOKEN", &given.viewer_token),
+    )?;
+    let tokens = match (admin, viewer) {
+        (Some(admin), viewer) => {
+            if viewer.as_ref() == Some(&admin) {
+                return Err(invalid(
+                    "--viewer-token-file",
+                    "must differ from the admin token",
+                ));
+            }
+            Some(Tokens { admin, viewer })
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "--viewer-token-file",
+                "needs an admin token too (--admin-token-file or FERRY_ADMIN_TOKEN)",
+            ));
+        }
+        (None, None) => None,
+    };
+    Ok(Security { tls, tokens })
+}
+
+/// Reads a PEM file that must hold a block whose label ends with `label`.
+fn read_pem(setting: &'static str, path: &Path, label: &str) -> Result<Vec<u8>, SettingsError> {
+    let pem = std::fs::read(path)
+        .map_err(|error| invalid(setting, format!("cannot read {}: {error}", path.display())))?;
+    let text = String::from_utf8_lossy(&pem);
+    let holds = text.lines().any(|line| {
+        line.strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|found| found.ends_with(label))
+    });
+    if !holds {
+        return Err(invalid(
+            setting,
+            format!("{} holds no PEM {}", path.display(), label.to_lowercase()),
+        ));
+    }
+    Ok(pem)
+}
+
+/// Returns the token given by file or by value (not both), checked.
+fn token(
+    (file_setting, file): (&'static str, &Option<PathBuf>),
+    (value_setting, value): (&'static str, &Option<String>),
+) -> Result<Option<Token>, SettingsError> {
+    match (file, value) {
+        (Some(_), Some(_)) => Err(invalid(
+            file_setting,
+            format!("cannot be combined with {value_setting}"),
+        )),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                invalid(
+                    file_setting,
+                    format!("cannot read {}: {error}", path.display()),
+                )
+            })?;
+            Token::parse(&text).map(Some).map_err(|reason| {
+                invalid(
+                    file_setting,
+                    format!("the token in {} {reason}", path.display()),
+                )
+            })
+        }
+        (None, Some(text)) => Token::parse(text)
+            .map(Some)
+            .map_err(|reason| invalid(value_setting, format!("the token {reason}"))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn validate_address(setting: &'static str, address: &str) -> Result<(), SettingsError> {
@@ -468,6 +598,150 @@ mod tests {
                     ..Default::default()
                 },
                 "--data-dir",
+            ),
+        ] {
+            let error = resolve(given, listen()).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("invalid {setting}:")), "{error}");
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn tokens_come_from_a_file_or_the_environment_and_errors_never_show_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_file = write(dir.path(), "admin", "s3cret-admin\n");
+        let settings = resolve(
+            GivenSettings {
+                admin_token_file: Some(admin_file.clone()),
+                viewer_token: Some("s3cret-viewer".to_owned()),
+                ..Default::default()
+            },
+            listen(),
+        )
+        .unwrap();
+        let tokens = settings.security.tokens.clone().unwrap();
+        assert_eq!(tokens.admin, Token::parse("s3cret-admin").unwrap());
+        assert_eq!(tokens.viewer, Some(Token::parse("s3cret-viewer").unwrap()));
+        assert!(!format!("{settings:?}").contains("s3cret"));
+
+        for (given, setting) in [
+            (
+                GivenSettings {
+                    admin_token_file: Some(admin_file),
+                    admin_token: Some("s3cret-other".to_owned()),
+                    ..Default::default()
+                },
+                "--admin-token-file",
+            ),
+            (
+                GivenSettings {
+                    viewer_token: Some("s3cret-viewer".to_owned()),
+                    ..Default::default()
+                },
+                "--viewer-token-file",
+            ),
+            (
+                GivenSettings {
+                    admin_token: Some("s3cret-same".to_owned()),
+                    viewer_token: Some("s3cret-same".to_owned()),
+                    ..Default::default()
+                },
+                "--viewer-token-file",
+            ),
+            (
+                GivenSettings {
+                    admin_token: Some("s3cret two words".to_owned()),
+                    ..Default::default()
+                },
+                "FERRY_ADMIN_TOKEN",
+            ),
+            (
+                GivenSettings {
+                    admin_token_file: Some(write(dir.path(), "empty", "\n")),
+                    ..Default::default()
+                },
+                "--admin-token-file",
+            ),
+            (
+                GivenSettings {
+                    admin_token_file: Some(dir.path().join("missing")),
+                    ..Default::default()
+                },
+                "--admin-token-file",
+            ),
+        ] {
+            let error = resolve(given, listen()).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("invalid {setting}:")), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = write(
+            dir.path(),
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        let key = write(
+            dir.path(),
+            "key.pem",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        );
+        let settings = resolve(
+            GivenSettings {
+                tls_cert: Some(cert.clone()),
+                tls_key: Some(key.clone()),
+                ..Default::default()
+            },
+            listen(),
+        )
+        .unwrap();
+        let tls = settings.security.tls.unwrap();
+        assert_eq!(tls.ca, None);
+        for (given, setting) in [
+            (
+                GivenSettings {
+                    tls_cert: Some(cert.clone()),
+                    ..Default::default()
+                },
+                "--tls-key",
+            ),
+            (
+                GivenSettings {
+                    tls_key: Some(key.clone()),
+                    ..Default::default()
+                },
+                "--tls-cert",
+            ),
+            (
+                GivenSettings {
+                    tls_ca: Some(cert.clone()),
+                    ..Default::default()
+                },
+                "--tls-ca",
+            ),
+            (
+                GivenSettings {
+                    tls_cert: Some(key.clone()),
+                    tls_key: Some(key),
+                    ..Default::default()
+                },
+                "--tls-cert",
+            ),
+            (
+                GivenSettings {
+                    tls_cert: Some(cert),
+                    tls_key: Some(dir.path().join("missing.pem")),
+                    ..Default::default()
+                },
+                "--tls-key",
             ),
         ] {
             let error = resolve(given, listen()).unwrap_err().to_string();

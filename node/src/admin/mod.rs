@@ -18,7 +18,6 @@ pub mod validate;
 use ferry_actors::api::registry;
 use ferry_actors::pulsar::admin::{DecidedBy, PulsarAdmin, TopicName};
 use ferry_proto::admin::v1 as proto;
-use ferry_proto::admin::v1::admin_client::AdminClient;
 use ferry_proto::admin::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -574,7 +573,7 @@ impl AdminService {
                 info!(node, "node removed");
                 Ok(())
             }
-            Some((_, address)) if !forwarded => forward_remove(&address, node).await,
+            Some((_, address)) if !forwarded => forward_remove(meta, &address, node).await,
             _ => Err(AdminError::Unavailable {
                 reason: "only the leader removes nodes".to_owned(),
                 leader,
@@ -594,27 +593,33 @@ fn voters(meta: &Meta) -> Vec<u64> {
         .collect()
 }
 
-/// Passes a node removal on to the leader's admin API (membership changes are the leader's).
-async fn forward_remove(address: &str, node: u64) -> Result<(), AdminError> {
+/// How long a node removal passed on to the leader may take.
+const FORWARD_REMOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Passes a node removal on to the leader's admin API (membership changes are the leader's),
+/// over the node's peer channel (TLS and the cluster's token when the node has them).
+async fn forward_remove(meta: &Meta, address: &str, node: u64) -> Result<(), AdminError> {
     let unavailable = |reason: String| AdminError::Unavailable {
         reason,
         leader: None,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| AdminError::Internal(format!("leader address {address}: {error}")))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(|error| unavailable(format!("cannot reach the leader at {address}: {error}")))?;
+    let mut client = meta
+        .peers()
+        .admin_client(address)
+        .map_err(|error| AdminError::Internal(format!("leader address {address}: {error}")))?;
     let mut request = Request::new(proto::RemoveNodeRequest { node_id: node });
     request.metadata_mut().insert(
         FORWARDED_HEADER,
         tonic::metadata::MetadataValue::from_static("1"),
     );
-    AdminClient::new(channel)
-        .remove_node(request)
+    request.set_timeout(FORWARD_REMOVE_TIMEOUT);
+    tokio::time::timeout(FORWARD_REMOVE_TIMEOUT, client.remove_node(request))
         .await
+        .map_err(|_| {
+            unavailable(format!(
+                "the leader at {address} did not answer within {FORWARD_REMOVE_TIMEOUT:?}"
+            ))
+        })?
         .map(drop)
         .map_err(|status| match status.code() {
             tonic::Code::NotFound => AdminError::NotFound(status.message().to_owned()),

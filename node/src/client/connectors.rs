@@ -653,7 +653,7 @@ async fn run(
 }
 
 async fn list_types(
-    client: &mut ferry_proto::admin::v1::admin_client::AdminClient<tonic::transport::Channel>,
+    client: &mut super::AdminApi,
     kind: proto::ConnectorKind,
 ) -> anyhow::Result<Vec<proto::ConnectorType>> {
     Ok(client

@@ -13,10 +13,18 @@ pub mod cluster;
 pub mod connectors;
 pub mod table;
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 use ferry_proto::admin::v1 as proto;
 use ferry_proto::admin::v1::admin_client::AdminClient;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use crate::security::{BearerToken, Token};
+
+/// A client of a node's admin API that sends the bearer token, if one was given.
+pub type AdminApi = AdminClient<InterceptedService<Channel, BearerToken>>;
 
 /// The admin URL used without `--admin-url` or `FERRY_ADMIN_URL`.
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:7600";
@@ -36,6 +44,81 @@ pub struct ClientArgs {
     /// How to print the answer: human tables, or JSON for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
+    /// TLS and token for reaching the node.
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// How a client reaches a node that serves TLS or requires a token.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// PEM file of the CA that signed the nodes' certificates, for an https:// --admin-url
+    /// (default: the well-known web CAs).
+    #[arg(long, env = "FERRY_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// The bearer token (admin or viewer) sent with every call. Prefer FERRY_TOKEN or
+    /// --token-file: a flag shows in the process list.
+    #[arg(
+        long,
+        env = "FERRY_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        global = true
+    )]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    /// Returns the TLS settings for an https:// URL: trust --tls-ca, else the web CAs.
+    pub fn tls_config(&self) -> anyhow::Result<ClientTlsConfig> {
+        let config = ClientTlsConfig::new();
+        Ok(match &self.tls_ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|error| {
+                    anyhow::anyhow!("invalid --tls-ca: cannot read {}: {error}", path.display())
+                })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    anyhow::bail!(
+                        "invalid --tls-ca: {} holds no PEM certificate",
+                        path.display()
+                    );
+                }
+                config.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => config.with_webpki_roots(),
+        })
+    }
+
+    /// Returns the token given by --token, FERRY_TOKEN or --token-file, if any. Errors never
+    /// show the token.
+    pub fn token(&self) -> anyhow::Result<Option<Token>> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err(anyhow::anyhow!(
+                "invalid --token-file: cannot be combined with --token (or FERRY_TOKEN)"
+            )),
+            (Some(text), None) => Token::parse(text)
+                .map(Some)
+                .map_err(|reason| anyhow::anyhow!("invalid --token: the token {reason}")),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    anyhow::anyhow!(
+                        "invalid --token-file: cannot read {}: {error}",
+                        path.display()
+                    )
+                })?;
+                Token::parse(&text).map(Some).map_err(|reason| {
+                    anyhow::anyhow!(
+                        "invalid --token-file: the token in {} {reason}",
+                        path.display()
+                    )
+                })
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// How a command prints its answer.
@@ -49,19 +132,34 @@ pub enum OutputFormat {
 
 impl ClientArgs {
     /// Connects to the node at `--admin-url`.
-    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
+    pub async fn connect(&self) -> anyhow::Result<AdminApi> {
         let url = if self.admin_url.contains("://") {
             self.admin_url.clone()
         } else {
             format!("http://{}", self.admin_url)
         };
-        crate::cli::admin_client(&url).await
+        crate::cli::admin_client(&url, &self.access).await
     }
 }
 
 /// Returns a failed call as one readable line: the code, then the server's message.
 pub fn call_error(status: &tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", code_name(status.code()), status.message())
+    // Plain HTTP/2 to a node that serves TLS fails as the node drops the connection, showing
+    // as one of these (which one depends on timing), not as a handshake error.
+    const DROPPED: [&str; 3] = [
+        "h2 protocol error",
+        "operation was canceled",
+        "transport error",
+    ];
+    let hint = if DROPPED
+        .iter()
+        .any(|dropped| status.message().starts_with(dropped))
+    {
+        " (if the node serves TLS, use an https:// --admin-url)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{}: {}{hint}", code_name(status.code()), status.message())
 }
 
 /// Returns a request the client refuses before sending it, worded like the server's.

@@ -12,6 +12,7 @@ use std::error::Error;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ferry_proto::admin::v1::admin_client::AdminClient;
 use ferry_proto::cluster::v1::RaftMessage;
 use ferry_proto::cluster::v1::cluster_client::ClusterClient;
 use openraft::BasicNode;
@@ -25,11 +26,19 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::TypeConfig;
 use super::codec;
 use super::state::NodeId;
+use crate::security::{BearerToken, PeerAccess};
+
+/// A client of a peer's cluster service; each call carries the cluster's admin token, if any.
+pub type PeerClient = ClusterClient<InterceptedService<Channel, BearerToken>>;
+
+/// A client of a peer's admin API (for the calls a follower passes on to the leader).
+pub type PeerAdminClient = AdminClient<InterceptedService<Channel, BearerToken>>;
 
 /// How long a peer connection may take to establish.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -80,6 +89,15 @@ pub enum PeerError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS settings do not fit the peer's address.
+    #[error("cannot set up tls to peer {address}: {source}")]
+    Tls {
+        /// The address.
+        address: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// A test cut the link.
     #[error("link from node {from} to node {to} is cut")]
     Cut {
@@ -90,36 +108,70 @@ pub enum PeerError {
     },
 }
 
-/// One lazily connected channel per peer address, shared by every user on this node.
+/// One lazily connected channel per peer address, shared by every user on this node, over TLS
+/// and with the admin token when the node has them.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    access: PeerAccess,
 }
 
 impl Peers {
+    /// Returns peers reached with `access` (TLS settings and token).
+    pub fn new(access: PeerAccess) -> Self {
+        Self {
+            channels: Arc::default(),
+            access,
+        }
+    }
+
     /// Returns a client of the peer at `address` (host:port) over its cached channel.
-    pub fn client(&self, address: &str) -> Result<ClusterClient<Channel>, PeerError> {
+    pub fn client(&self, address: &str) -> Result<PeerClient, PeerError> {
+        Ok(
+            ClusterClient::with_interceptor(self.channel(address)?, self.access.token.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    /// Returns a client of the admin API of the peer at `address`, over the same channel.
+    pub fn admin_client(&self, address: &str) -> Result<PeerAdminClient, PeerError> {
+        Ok(AdminClient::with_interceptor(
+            self.channel(address)?,
+            self.access.token.clone(),
+        ))
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, PeerError> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let channel = match channels.get(address) {
-            Some(channel) => channel.clone(),
-            None => {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|source| PeerError::Address {
-                        address: address.to_owned(),
-                        source,
-                    })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5));
-                let channel = endpoint.connect_lazy();
-                channels.insert(address.to_owned(), channel.clone());
-                channel
-            }
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let scheme = if self.access.tls.is_some() {
+            "https"
+        } else {
+            "http"
         };
-        Ok(ClusterClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|source| PeerError::Address {
+                address: address.to_owned(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.access.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|source| PeerError::Tls {
+                    address: address.to_owned(),
+                    source,
+                })?;
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
     }
 }
 
@@ -156,7 +208,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Connection {
     id: NodeId,
     target: NodeId,
-    client: Result<ClusterClient<Channel>, PeerError>,
+    client: Result<PeerClient, PeerError>,
     faults: Faults,
 }
 

@@ -153,6 +153,16 @@ impl Meta {
     /// cluster unless its data says so: call [`Meta::bootstrap`] or [`Meta::join`] once its
     /// gRPC server (with [`Meta::cluster_service`]) is listening.
     pub async fn start(settings: MetaSettings, faults: Faults) -> Result<Self, MetaError> {
+        Self::start_with_peers(settings, faults, Peers::default()).await
+    }
+
+    /// Starts like [`Meta::start`], reaching the other nodes through `peers` (over TLS and
+    /// with the cluster's token when the node has them).
+    pub async fn start_with_peers(
+        settings: MetaSettings,
+        faults: Faults,
+        peers: Peers,
+    ) -> Result<Self, MetaError> {
         let tuning = &settings.tuning;
         let config = openraft::Config {
             cluster_name: "ferry".to_owned(),
@@ -168,7 +178,6 @@ impl Meta {
         .validate()
         .map_err(|error| MetaError::Config(error.to_string()))?;
         let (log_store, state_machine) = store::open(&settings.data_dir).await?;
-        let peers = Peers::default();
         let network = NetworkFactory::new(settings.node_id, peers.clone(), faults);
         let raft = Raft::new(
             settings.node_id,

@@ -1,14 +1,12 @@
 //! The server side of `ferry.cluster.v1.Cluster`: Raft RPCs handed to openraft, writes and read
 //! indexes served for followers, and joins.
 
-use ferry_proto::cluster::v1::cluster_client::ClusterClient;
 use ferry_proto::cluster::v1::cluster_server::Cluster;
 use ferry_proto::cluster::v1::{
     HeartbeatRequest, HeartbeatResponse, InstanceReportsRequest, InstanceReportsResponse,
     JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
 };
 use serde::Serialize;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::codec;
@@ -188,7 +186,7 @@ impl Cluster for ClusterService {
 
 impl ClusterService {
     /// Returns a client of the leader, for the one hop a follower passes a request on.
-    fn leader_client(&self, address: &str) -> Result<ClusterClient<Channel>, Status> {
+    fn leader_client(&self, address: &str) -> Result<super::network::PeerClient, Status> {
         self.meta
             .peers()
             .client(address)

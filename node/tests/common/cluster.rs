@@ -6,7 +6,7 @@ use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use super::{Node, ferry, text};
+use super::{FERRY, Node, text};
 
 /// The nodes of one test's cluster, their data directories and log files.
 pub(crate) struct Cluster {
@@ -77,14 +77,32 @@ impl Cluster {
 
 /// Runs `ferry ARGS --admin-url URL`.
 pub(crate) fn run(url: &str, args: &[&str]) -> Output {
-    let mut all = args.to_vec();
-    all.extend(["--admin-url", url]);
-    ferry(&all)
+    run_with(url, args, &[])
+}
+
+/// Runs `ferry ARGS --admin-url URL` with the environment variables `env` added, and without
+/// inherited `FERRY_*` access settings (token, CA).
+pub(crate) fn run_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(FERRY)
+        .args(args)
+        .args(["--admin-url", url])
+        .env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_TOKEN_FILE")
+        .env_remove("FERRY_TLS_CA")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ferry")
 }
 
 /// Runs a command that must succeed, and returns its standard output.
 pub(crate) fn ok(url: &str, args: &[&str]) -> String {
-    let output = run(url, args);
+    ok_with(url, args, &[])
+}
+
+/// Runs a command with the environment variables `env` that must succeed, and returns its
+/// standard output.
+pub(crate) fn ok_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = run_with(url, args, env);
     assert!(
         output.status.success(),
         "ferry {args:?} failed: {}",
@@ -95,15 +113,27 @@ pub(crate) fn ok(url: &str, args: &[&str]) -> String {
 
 /// Runs a command with `--output json` that must succeed, and returns its answer.
 pub(crate) fn ok_json(url: &str, args: &[&str]) -> Value {
+    ok_json_with(url, args, &[])
+}
+
+/// Runs a command with `--output json` and the environment variables `env` that must succeed,
+/// and returns its answer.
+pub(crate) fn ok_json_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--output", "json"]);
-    let stdout = ok(url, &all);
+    let stdout = ok_with(url, &all, env);
     serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
 }
 
 /// Runs a command that must fail, and returns its one error line, `error: CODE: message`.
 pub(crate) fn refused(url: &str, args: &[&str]) -> String {
-    let output = run(url, args);
+    refused_with(url, args, &[])
+}
+
+/// Runs a command with the environment variables `env` that must fail, and returns its one
+/// error line.
+pub(crate) fn refused_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = run_with(url, args, env);
     let stderr = text(&output.stderr);
     assert!(
         !output.status.success(),
