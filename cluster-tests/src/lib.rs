@@ -173,6 +173,16 @@ impl TestCluster {
         self.running.insert(id, process);
     }
 
+    /// Starts a new node `id` that joins the cluster through a running node.
+    pub fn add_node(&mut self, id: u64) {
+        let seed = self.running()[0];
+        let seed_address = self.addresses[&seed].clone();
+        self.addresses
+            .insert(id, format!("127.0.0.1:{}", free_port()));
+        self.spawn(id, &["--join".to_owned(), seed_address]);
+        phase(&format!("node {id} joined"));
+    }
+
     /// Kills node `id` with SIGKILL (no goodbye); its data stays.
     pub fn kill(&mut self, id: u64) {
         let mut process = self.running.remove(&id).expect("a running node");

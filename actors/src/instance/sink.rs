@@ -22,7 +22,7 @@ use actix::prelude::*;
 use tracing::{info, warn};
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use super::source::{CheckpointPolicy, GetStatus, SharedStatus, Stop};
+use super::source::{CheckpointPolicy, Drain, DrainFlag, GetStatus, SharedStatus, Stop, draining};
 use super::{Guarantee, InstanceState, InstanceStatus};
 use crate::api::{
     ConnectorError, InputMessageId, Position, Record, Sink, SinkDelivery, SinkRecord, SinkResume,
@@ -234,6 +234,7 @@ pub struct SinkInstance {
     store: Arc<dyn CheckpointStore>,
     status: SharedStatus,
     driver: Option<SpawnHandle>,
+    drain: DrainFlag,
 }
 
 impl std::fmt::Debug for SinkInstance {
@@ -260,6 +261,7 @@ impl SinkInstance {
             store,
             status: SharedStatus::default(),
             driver: None,
+            drain: DrainFlag::default(),
         }
     }
 
@@ -285,14 +287,15 @@ impl Actor for SinkInstance {
             sink,
             self.store.clone(),
             self.status.clone(),
+            self.drain.clone(),
         );
         let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
             let connector = actor.config.connector.clone();
             let index = actor.config.index;
             match outcome {
                 Ok(()) => {
-                    info!(connector = %connector, instance = index, "sink instance ended");
-                    update(&actor.status, |status| status.state = InstanceState::Finished);
+                    info!(connector = %connector, instance = index, "sink instance drained");
+                    update(&actor.status, |status| status.state = InstanceState::Stopped);
                 }
                 Err(error) => {
                     warn!(connector = %connector, instance = index, error = %error, "sink instance failed");
@@ -321,6 +324,14 @@ impl Handler<GetStatus> for SinkInstance {
     }
 }
 
+impl Handler<Drain> for SinkInstance {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        self.drain.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl Handler<Stop> for SinkInstance {
     type Result = ();
 
@@ -346,12 +357,13 @@ struct Uncommitted {
     to_ack: BTreeMap<String, InputMessage>,
 }
 
-/// Runs the instance until something fails (a sink's input never ends).
+/// Runs the instance until it is drained (a sink's input never ends) or something fails.
 async fn drive(
     config: SinkInstanceConfig,
     mut sink: Box<dyn Sink>,
     store: Arc<dyn CheckpointStore>,
     status: SharedStatus,
+    drain: DrainFlag,
 ) -> Result<(), SinkInstanceError> {
     if config.guarantee == Guarantee::EffectivelyOnce
         && sink.capabilities().delivery == SinkDelivery::Neither
@@ -399,45 +411,50 @@ async fn drive(
     let mut last_commit = tokio::time::Instant::now();
     let mut batch: Vec<SinkRecord> = Vec::new();
     loop {
+        // A drain takes no more input: it writes, flushes and commits what it holds, then
+        // stops.
+        let draining = draining(&drain);
         let due = last_commit + config.checkpoints.every;
-        match tokio::time::timeout_at(due, consumer.next()).await {
-            Ok(message) => {
-                let message = message?;
-                update(&status, |status| status.records_read += 1);
-                if config.guarantee != Guarantee::AtMostOnce
-                    && input.covers(&message.topic, message.id)
-                {
-                    // Written before the checkpoint this owner resumed from: a replay.
-                    update(&status, |status| status.duplicates_dropped += 1);
-                    uncommitted.skipped += 1;
-                    if message.ends_entry {
-                        uncommitted.to_ack.insert(message.topic.clone(), message);
-                    }
-                } else {
-                    if config.guarantee == Guarantee::AtMostOnce {
-                        consumer.ack(&message).await?;
-                    }
-                    input.0.insert(message.topic.clone(), message.id);
-                    batch.push(to_sink_record(&message));
-                    // Acknowledging a message acknowledges its whole entry: only a message
-                    // that ends its entry is acknowledged, and the rest of a batch cut by a
-                    // crash is delivered again (and skipped up to the checkpoint).
-                    if config.guarantee != Guarantee::AtMostOnce && message.ends_entry {
-                        uncommitted.to_ack.insert(message.topic.clone(), message);
-                    }
+        let received = if draining {
+            None
+        } else {
+            tokio::time::timeout_at(due, consumer.next()).await.ok()
+        };
+        if let Some(message) = received {
+            let message = message?;
+            update(&status, |status| status.records_read += 1);
+            if config.guarantee != Guarantee::AtMostOnce && input.covers(&message.topic, message.id)
+            {
+                // Written before the checkpoint this owner resumed from: a replay.
+                update(&status, |status| status.duplicates_dropped += 1);
+                uncommitted.skipped += 1;
+                if message.ends_entry {
+                    uncommitted.to_ack.insert(message.topic.clone(), message);
                 }
-                if batch.len() < config.write_batch.max(1) {
-                    continue;
+            } else {
+                if config.guarantee == Guarantee::AtMostOnce {
+                    consumer.ack(&message).await?;
+                }
+                input.0.insert(message.topic.clone(), message.id);
+                batch.push(to_sink_record(&message));
+                // Acknowledging a message acknowledges its whole entry: only a message
+                // that ends its entry is acknowledged, and the rest of a batch cut by a
+                // crash is delivered again (and skipped up to the checkpoint).
+                if config.guarantee != Guarantee::AtMostOnce && message.ends_entry {
+                    uncommitted.to_ack.insert(message.topic.clone(), message);
                 }
             }
-            Err(_elapsed) => {}
+            if batch.len() < config.write_batch.max(1) {
+                continue;
+            }
         }
         if !batch.is_empty() {
             let count = batch.len() as u64;
             sink.write(std::mem::take(&mut batch)).await?;
             uncommitted.written += count;
         }
-        let due = uncommitted.written >= config.checkpoints.every_records
+        let due = draining
+            || uncommitted.written >= config.checkpoints.every_records
             || last_commit.elapsed() >= config.checkpoints.every;
         if due && (uncommitted.written > 0 || !uncommitted.to_ack.is_empty()) {
             let sink_position = sink.flush(&input.encode()).await?;
@@ -467,6 +484,10 @@ async fn drive(
                 status.checkpoints_committed += 1;
                 status.last_progress = Some(SystemTime::now());
             });
+        }
+        if draining {
+            consumer.close().await?;
+            return Ok(());
         }
         if due {
             last_commit = tokio::time::Instant::now();

@@ -116,6 +116,7 @@ pub struct SourceInstance {
     store: Arc<dyn CheckpointStore>,
     status: SharedStatus,
     driver: Option<SpawnHandle>,
+    drain: DrainFlag,
 }
 
 impl std::fmt::Debug for SourceInstance {
@@ -142,6 +143,7 @@ impl SourceInstance {
             store,
             status: SharedStatus::default(),
             driver: None,
+            drain: DrainFlag::default(),
         }
     }
 
@@ -161,6 +163,21 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// Asks an instance to stop gracefully for a hand-off: it stops taking input, finishes what it
+/// holds (receipts, or writes and flush), commits a final checkpoint, and ends in state
+/// Stopped. Its successor then resumes exactly where it stopped: no repeats even under
+/// at-least-once.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Set when an instance is asked to drain; its driver checks it on every turn.
+pub type DrainFlag = Arc<std::sync::atomic::AtomicBool>;
+
+pub(crate) fn draining(flag: &DrainFlag) -> bool {
+    flag.load(std::sync::atomic::Ordering::Acquire)
+}
+
 impl Actor for SourceInstance {
     type Context = Context<Self>;
 
@@ -177,11 +194,16 @@ impl Actor for SourceInstance {
             source,
             self.store.clone(),
             self.status.clone(),
+            self.drain.clone(),
         );
         let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
             let connector = actor.config.connector.clone();
             let index = actor.config.index;
             match outcome {
+                Ok(()) if draining(&actor.drain) => {
+                    info!(connector = %connector, instance = index, "source instance drained");
+                    update(&actor.status, |status| status.state = InstanceState::Stopped);
+                }
                 Ok(()) => {
                     info!(connector = %connector, instance = index, "source instance finished");
                     update(&actor.status, |status| status.state = InstanceState::Finished);
@@ -213,6 +235,14 @@ impl Handler<GetStatus> for SourceInstance {
     }
 }
 
+impl Handler<Drain> for SourceInstance {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        self.drain.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl Handler<Stop> for SourceInstance {
     type Result = ();
 
@@ -235,6 +265,7 @@ async fn drive(
     mut source: Box<dyn Source>,
     store: Arc<dyn CheckpointStore>,
     status: SharedStatus,
+    drain: DrainFlag,
 ) -> Result<(), SourceInstanceError> {
     if config.guarantee == Guarantee::EffectivelyOnce && !source.capabilities().replayable {
         return Err(SourceInstanceError::NotReplayable);
@@ -283,6 +314,9 @@ async fn drive(
             confirmed_since_commit = 0;
             last_commit = tokio::time::Instant::now();
         }
+        // A drain reads nothing more and ends like a finished source: receipts, a final
+        // checkpoint, a clean close.
+        ended |= draining(&drain);
         if ended {
             match in_flight.next().await {
                 Some(done) => {

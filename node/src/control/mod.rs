@@ -1,6 +1,8 @@
 //! The leader-only control loop (../shared/DESIGN.md §7): while this node leads, it marks
-//! nodes that missed their lease Down (and Active again when they come back), and gives every
-//! wanted instance a live owner as the scheduler plans. Planned hand-offs are not here yet.
+//! nodes that missed their lease Down (and Active again when they come back), gives every
+//! wanted instance a live owner as the scheduler plans, and starts the hand-offs the scheduler
+//! plans to empty draining nodes and balance the others (the owner drains the instance,
+//! commits a final checkpoint and confirms; the instance is then placed again).
 //!
 //! - [`lease`]: heartbeats, leases and self-fencing.
 
@@ -68,6 +70,22 @@ pub async fn run_with_leases(
                 Ok(Err(rejection)) => debug!(%rejection, "assignment refused"),
                 Err(error) => {
                     warn!(%error, "assignment failed");
+                    break;
+                }
+            }
+        }
+        for revocation in meta.read_local(scheduler::rebalance) {
+            let command = Command::Revoke {
+                key: revocation.key.clone(),
+                epoch: revocation.epoch,
+            };
+            match meta.write(command).await {
+                Ok(Ok(_)) => {
+                    info!(instance = %revocation.key, epoch = revocation.epoch, "handing off to rebalance");
+                }
+                Ok(Err(rejection)) => debug!(%rejection, "hand-off refused"),
+                Err(error) => {
+                    warn!(%error, "hand-off failed");
                     break;
                 }
             }

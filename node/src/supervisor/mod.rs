@@ -18,7 +18,7 @@ use ferry_actors::api::registry::{self, ConnectorKind as TypeKind};
 use ferry_actors::api::{ConnectorError, Sink, Source};
 use ferry_actors::instance::sink::{SinkInstance, SinkInstanceConfig};
 use ferry_actors::instance::source::{
-    CheckpointPolicy, SharedStatus, SourceInstance, SourceInstanceConfig, Stop,
+    CheckpointPolicy, Drain, SharedStatus, SourceInstance, SourceInstanceConfig, Stop,
 };
 use ferry_actors::instance::{Guarantee as InstanceGuarantee, InstanceState, InstanceStatus};
 use ferry_actors::pulsar::PulsarSettings;
@@ -33,6 +33,9 @@ use crate::meta::state::{
     Assignment, AssignmentPhase, Command, Connector, ConnectorKind, DesiredState, Guarantee,
     InstanceKey, NodeId,
 };
+
+/// The longest a handed-off instance may take to drain before it is stopped hard.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the supervisor runs instances.
 #[derive(Debug, Clone)]
@@ -193,6 +196,10 @@ struct Held {
     version: u64,
     /// Stops the actor; None when the instance could not even be built.
     stop: Option<Recipient<Stop>>,
+    /// Drains the actor for a hand-off.
+    drain: Option<Recipient<Drain>>,
+    /// When a hand-off asked it to drain.
+    draining_since: Option<std::time::Instant>,
     status: SharedStatus,
     started: SystemTime,
     failures: u32,
@@ -291,9 +298,12 @@ impl Supervisor {
             .instances
             .iter()
             .filter(|(key, running)| {
-                wanted.get(*key).is_none_or(|(epoch, connector)| {
-                    *epoch != running.epoch || connector.version != running.version
-                })
+                // An instance being handed off drains first (below).
+                let handing_off = revoking.contains(&((*key).clone(), running.epoch));
+                !handing_off
+                    && wanted.get(*key).is_none_or(|(epoch, connector)| {
+                        *epoch != running.epoch || connector.version != running.version
+                    })
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -306,11 +316,40 @@ impl Supervisor {
             }
         }
         for (key, epoch) in revoking {
+            if let Some(held) = self.instances.get_mut(&key) {
+                // Drain it: finish what it holds and commit a final checkpoint, so its
+                // successor repeats nothing; a drain that takes too long ends in a hard stop.
+                let state = lock(&held.status).state;
+                let ended = matches!(
+                    state,
+                    InstanceState::Stopped | InstanceState::Finished | InstanceState::Failed
+                ) || held.drain.is_none();
+                match held.draining_since {
+                    _ if ended => {}
+                    None => {
+                        info!(instance = %key, epoch, "handing off: draining the instance");
+                        if let Some(drain) = &held.drain {
+                            drain.do_send(Drain);
+                        }
+                        held.draining_since = Some(std::time::Instant::now());
+                        continue;
+                    }
+                    Some(since) if since.elapsed() < DRAIN_TIMEOUT => continue,
+                    Some(_) => {
+                        warn!(instance = %key, timeout = ?DRAIN_TIMEOUT, "the drain took too long: stopping the instance");
+                    }
+                }
+                if let Some(held) = self.instances.remove(&key)
+                    && let Some(stop) = held.stop
+                {
+                    stop.do_send(Stop);
+                }
+            }
             let confirming = self
                 .confirming
                 .get(&(key.clone(), epoch))
                 .is_some_and(|write| !write.is_finished());
-            if confirming || self.instances.contains_key(&key) {
+            if confirming {
                 continue;
             }
             let meta = self.meta.clone();
@@ -381,10 +420,10 @@ impl Supervisor {
         failures: u32,
     ) -> Held {
         let started = SystemTime::now();
-        let (stop, status) = match self.spawn_instance(key, epoch, connector) {
-            Ok((stop, status)) => {
+        let (stop, drain, status) = match self.spawn_instance(key, epoch, connector) {
+            Ok((stop, drain, status)) => {
                 info!(instance = %key, epoch, version = connector.version, "instance started");
-                (Some(stop), status)
+                (Some(stop), Some(drain), status)
             }
             Err(error) => {
                 warn!(instance = %key, epoch, error = %error, "instance cannot start");
@@ -394,13 +433,15 @@ impl Supervisor {
                     status.state = InstanceState::Failed;
                     status.last_error = Some(error.to_string());
                 }
-                (None, status)
+                (None, None, status)
             }
         };
         Held {
             epoch,
             version: connector.version,
             stop,
+            drain,
+            draining_since: None,
             status,
             started,
             failures,
@@ -413,7 +454,7 @@ impl Supervisor {
         key: &InstanceKey,
         epoch: u64,
         connector: &Connector,
-    ) -> Result<(Recipient<Stop>, SharedStatus), ConnectorError> {
+    ) -> Result<(Recipient<Stop>, Recipient<Drain>, SharedStatus), ConnectorError> {
         let spec = &connector.spec;
         let (kind, topic_field) = match spec.kind {
             ConnectorKind::Source => (TypeKind::Source, "destination_topic_name"),
@@ -453,7 +494,8 @@ impl Supervisor {
                 };
                 let instance = SourceInstance::new(config, source, store);
                 let status = instance.status();
-                (instance.start().recipient(), status)
+                let address = instance.start();
+                (address.clone().recipient(), address.recipient(), status)
             }
             TypeKind::Sink => {
                 let sink: Box<dyn Sink> = connector_type.build_sink(&config)?;
@@ -477,7 +519,8 @@ impl Supervisor {
                 };
                 let instance = SinkInstance::new(config, sink, store);
                 let status = instance.status();
-                (instance.start().recipient(), status)
+                let address = instance.start();
+                (address.clone().recipient(), address.recipient(), status)
             }
         };
         Ok(started)
