@@ -39,6 +39,7 @@ fn config(topic: &str, connector: &str, epoch: u64, guarantee: Guarantee) -> Sou
         pulsar: PulsarSettings::new(broker::broker().url),
         batching: BatchingOptions::default(),
         read_batch: 200,
+        fence: None,
     }
 }
 

@@ -10,8 +10,6 @@
 //! - t50: kill -9 every node mid-stream and start them all again → connectors and checkpoints
 //!   are intact and the flow resumes; every record exactly once.
 
-use std::time::Duration;
-
 use ferry_cluster_tests::scenario::{
     Datagen, TIMEOUT, all_in, check_exactly_once_in_order, keys, wait_sources,
 };
@@ -127,49 +125,40 @@ async fn t41_a_paused_owner_fences_itself_before_its_instance_moves() {
         all_in(all, 3, "FINISHED")
     })
     .await;
-    // Give the resumed node's leftovers, if it had any, the time to reach the broker: wait
-    // until the paused node reports none of its instances any more (it stopped them).
-    wait::until(
-        "the resumed node runs nothing of gen's",
-        Duration::from_secs(30),
-        || {
-            let instances = cluster.instances(paused, "sources", "gen");
-            async move {
-                instances?
-                    .iter()
-                    .all(|instance| instance["node"].as_u64() != Some(paused))
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-
+    // The resumed node renews its lease again and takes an instance back by hand-off (a new
+    // epoch again): what matters is that its old epoch wrote nothing after the move.
     let by_producer = read_by_producer(&topic, 3 * COUNT as usize).await;
-    let old = format!("ferry-public-default-gen-{moved}-e{old_epoch}");
-    let new = format!("ferry-public-default-gen-{moved}-e{new_epoch}");
-    let last_old = by_producer[&old]
+    let prefix = format!("ferry-public-default-gen-{moved}-e");
+    let epochs: Vec<(u64, &Vec<_>)> = by_producer
         .iter()
-        .map(|read| read.publish_time_ms)
+        .filter_map(|(producer, reads)| {
+            Some((producer.strip_prefix(&prefix)?.parse().ok()?, reads))
+        })
+        .collect();
+    let last_old = epochs
+        .iter()
+        .filter(|(epoch, _)| *epoch == old_epoch)
+        .flat_map(|(_, reads)| reads.iter().map(|read| read.publish_time_ms))
         .max()
         .expect("the paused owner published before its pause");
-    let first_new = by_producer[&new]
+    let first_new = epochs
         .iter()
-        .map(|read| read.publish_time_ms)
+        .filter(|(epoch, _)| *epoch >= new_epoch)
+        .flat_map(|(_, reads)| reads.iter().map(|read| read.publish_time_ms))
         .min()
         .expect("the new owner published");
     assert!(
         last_old <= first_new,
         "the paused owner published at {last_old}, after the new owner started at {first_new}"
     );
-    // At-least-once: nothing lost across both owners.
-    let mut seen: Vec<u64> = keys(&by_producer[&old]);
-    seen.extend(keys(&by_producer[&new]));
+    // At-least-once: nothing lost across the instance's owners.
+    let mut seen: Vec<u64> = epochs.iter().flat_map(|(_, reads)| keys(reads)).collect();
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(
         seen,
         (0..COUNT).collect::<Vec<_>>(),
-        "records lost across the move"
+        "records lost across the moves"
     );
 }
 

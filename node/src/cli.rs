@@ -271,9 +271,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| DEFAULT_PULSAR_URL.to_owned()),
     );
     let leases = LeaseSettings::with_lease(Duration::from_millis(lease_ms));
-    let clock = LeaseClock::default();
+    let clock = LeaseClock::new(leases.lease);
     let mut supervisor_settings = SupervisorSettings::new(pulsar);
-    supervisor_settings.lease = Some((clock.clone(), leases.lease));
+    supervisor_settings.lease = Some(clock.clone());
     let supervisor =
         Supervisor::new(meta.clone(), supervisor_settings, meta.status_board()).start();
     let (stop_control, control_stopped) = tokio::sync::watch::channel(());

@@ -9,7 +9,34 @@ pub mod checkpoint;
 pub mod sink;
 pub mod source;
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Answers whether this owner may still act (its node holds the lease it started under). An
+/// instance asks before it reads, writes, commits or acknowledges, and its producer session
+/// before every SEND; false stops the instance at once (self-fencing, ../shared/DESIGN.md §5
+/// invariant 4).
+#[derive(Clone)]
+pub struct Fence(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Fence {
+    /// Returns a fence that asks `holds`.
+    pub fn new(holds: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(holds))
+    }
+
+    /// Whether this owner may still act.
+    pub fn holds(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Fence {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Fence(holds: {})", self.holds())
+    }
+}
 
 /// Processing guarantees (../shared/DESIGN.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,6 +56,9 @@ pub struct SinkInstanceConfig {
     pub write_batch: usize,
     /// Where a new subscription starts.
     pub start: StartPosition,
+    /// Asked before every write, flush, commit and acknowledgement: false stops the instance
+    /// at once.
+    pub fence: Option<super::Fence>,
 }
 
 /// Why a sink instance stopped with an error.
@@ -76,6 +79,16 @@ pub enum SinkInstanceError {
     /// Effectively-once needs a transactional or idempotent sink.
     #[error("effectively-once needs a transactional or idempotent sink; this one is neither")]
     NotEffectivelyOnce,
+    /// This owner lost its lease: it stops without another write, commit or ack.
+    #[error("fenced: this node lost its lease, so the instance stops")]
+    Fenced,
+}
+
+fn check_fence(config: &SinkInstanceConfig) -> Result<(), SinkInstanceError> {
+    match &config.fence {
+        Some(fence) if !fence.holds() => Err(SinkInstanceError::Fenced),
+        _ => Ok(()),
+    }
 }
 
 impl From<PulsarConnectError> for SinkInstanceError {
@@ -448,6 +461,7 @@ async fn drive(
                 continue;
             }
         }
+        check_fence(&config)?;
         if !batch.is_empty() {
             let count = batch.len() as u64;
             sink.write(std::mem::take(&mut batch)).await?;
@@ -457,6 +471,7 @@ async fn drive(
             || uncommitted.written >= config.checkpoints.every_records
             || last_commit.elapsed() >= config.checkpoints.every;
         if due && (uncommitted.written > 0 || !uncommitted.to_ack.is_empty()) {
+            check_fence(&config)?;
             let sink_position = sink.flush(&input.encode()).await?;
             let checkpoint = SinkCheckpoint {
                 input: input.clone(),
@@ -474,6 +489,7 @@ async fn drive(
                 )
                 .await?;
             committed = Some(checkpoint);
+            check_fence(&config)?;
             for message in uncommitted.to_ack.values() {
                 consumer.ack_cumulative(message).await?;
             }

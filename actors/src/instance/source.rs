@@ -68,6 +68,8 @@ pub struct SourceInstanceConfig {
     pub batching: BatchingOptions,
     /// Most records asked of the source per read.
     pub read_batch: usize,
+    /// Asked before every read, send and commit: false stops the instance at once.
+    pub fence: Option<super::Fence>,
 }
 
 impl SourceInstanceConfig {
@@ -97,6 +99,17 @@ pub enum SourceInstanceError {
     /// Effectively-once needs a replayable source.
     #[error("effectively-once needs a replayable source; this one is not")]
     NotReplayable,
+    /// This owner lost its lease: it stops without another read, send or commit.
+    #[error("fenced: this node lost its lease, so the instance stops")]
+    Fenced,
+}
+
+/// Fails with `Fenced` when `fence` says this owner may no longer act.
+pub(crate) fn check_fence(fence: Option<&super::Fence>) -> Result<(), SourceInstanceError> {
+    match fence {
+        Some(fence) if !fence.holds() => Err(SourceInstanceError::Fenced),
+        _ => Ok(()),
+    }
 }
 
 /// Shared, observable state of one instance.
@@ -275,6 +288,7 @@ async fn drive(
     source.open(committed.as_ref()).await?;
     let session_options = ProducerSessionOptions {
         batching: config.batching,
+        fence: config.fence.clone(),
         ..ProducerSessionOptions::new(&config.topic, config.producer_name())
     };
     let mut session = ProducerSession::open(config.pulsar.clone(), session_options).await?;
@@ -302,6 +316,7 @@ async fn drive(
     let mut last_commit = tokio::time::Instant::now();
     let mut ended = false;
     loop {
+        check_fence(config.fence.as_ref())?;
         // Take every receipt that has arrived, oldest first.
         while let Some(Some(done)) = in_flight.next().now_or_never() {
             confirm(&config, done, &mut confirmed, &status)?;
@@ -418,6 +433,7 @@ async fn commit(
     let Some((position, sequence_id)) = target else {
         return Ok(());
     };
+    check_fence(config.fence.as_ref())?;
     let checkpoint = Checkpoint {
         position: position.clone(),
         sequence_id: Some(sequence_id),

@@ -7,6 +7,9 @@ use pulsar::message::proto::ServerError;
 /// What went wrong talking to Pulsar. Cloneable: one failure may end many pending sends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
+    /// This owner lost its lease (or its instance moved): nothing more is sent.
+    #[error("fenced: this owner may no longer write (its lease lapsed)")]
+    Fenced,
     /// A broker or service URL is malformed.
     #[error("invalid pulsar url {url:?}: {reason}")]
     InvalidUrl {

@@ -72,6 +72,10 @@ pub struct ProducerSessionOptions {
     pub keepalive: Duration,
     /// Opens TCP connections (tests substitute one that can cut them).
     pub dialer: Arc<dyn Dialer>,
+    /// Asked before every SEND goes out: false stops the session with
+    /// [`SessionError::Fenced`], so an owner that lost its lease (paused, partitioned) writes
+    /// nothing once it resumes, not even what it had batched before.
+    pub fence: Option<crate::instance::Fence>,
 }
 
 impl std::fmt::Debug for ProducerSessionOptions {
@@ -102,6 +106,14 @@ impl ProducerSessionOptions {
             busy_deadline: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             dialer: Arc::new(TcpDialer),
+            fence: None,
+        }
+    }
+
+    fn check_fence(&self) -> Result<(), SessionError> {
+        match &self.fence {
+            Some(fence) if !fence.holds() => Err(SessionError::Fenced),
+            _ => Ok(()),
         }
     }
 }
@@ -693,6 +705,7 @@ impl SessionTask {
             frame: frame.clone(),
             waiters,
         });
+        self.options.check_fence()?;
         match self.connection.as_mut() {
             Some(connection) => connection.send(frame).await,
             // Sent after reconnecting, with everything else in flight.
@@ -870,6 +883,7 @@ impl SessionTask {
                 break;
             }
         }
+        self.options.check_fence()?;
         let Some(connection) = self.connection.as_mut() else {
             return Ok(());
         };

@@ -469,6 +469,7 @@ async fn run_instance(
         pulsar: settings.clone(),
         write_batch: BATCH,
         start: StartPosition::Earliest,
+        fence: None,
     };
     let instance = SinkInstance::new(config, sink, Arc::new(store));
     let status = instance.status();

@@ -278,6 +278,7 @@ async fn run_instance(
         pulsar: settings.clone(),
         batching: BatchingOptions::default(),
         read_batch: 1000,
+        fence: None,
     };
     let source = DatagenSource::new(DatagenConfig {
         seed: SEED,

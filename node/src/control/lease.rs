@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use ferry_actors::instance::Fence;
+
 use crate::meta::Meta;
 use crate::meta::state::NodeId;
 
@@ -58,25 +60,83 @@ impl LeaseSettings {
     }
 }
 
-/// When this node last renewed its lease (the time the confirmed heartbeat was sent).
-#[derive(Debug, Clone, Default)]
-pub struct LeaseClock(Arc<Mutex<Option<Instant>>>);
+/// This node's lease as the node sees it.
+#[derive(Debug, Default)]
+struct LeaseState {
+    /// When the last confirmed heartbeat was sent.
+    last: Option<Instant>,
+    /// Grows by one whenever the lease is taken after a lapse (or for the first time).
+    term: u64,
+    /// The leader's commit index when the current term began: this node's view of the
+    /// assignments is current once it has applied that far.
+    caught_up_to: u64,
+}
+
+/// When this node last renewed its lease, and in which term: a lease that lapsed and was
+/// renewed again is a new term, and whatever ran under the old one stays fenced (its
+/// instances may have moved meanwhile).
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    state: Arc<Mutex<LeaseState>>,
+    lease: Duration,
+}
 
 impl LeaseClock {
-    /// Records a renewal made by a heartbeat sent at `sent`.
-    pub fn renewed(&self, sent: Instant) {
-        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_none_or(|last| last < sent) {
-            *last = Some(sent);
+    /// Returns a clock for leases of `lease`, not yet held.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            state: Arc::default(),
+            lease,
         }
     }
 
-    /// Whether the lease still holds: renewed less than `lease` ago.
-    pub fn holds(&self, lease: Duration) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a renewal by a heartbeat sent at `sent`, answered with the leader's commit
+    /// index `index`.
+    pub fn renewed(&self, sent: Instant, index: u64) {
+        let lease = self.lease;
+        let mut state = self.lock();
+        let lapsed = state.last.is_none_or(|last| {
+            sent.saturating_duration_since(last) >= lease || last.elapsed() >= lease
+        });
+        if lapsed {
+            state.term += 1;
+            state.caught_up_to = index;
+        }
+        if state.last.is_none_or(|last| last < sent) {
+            state.last = Some(sent);
+        }
+    }
+
+    /// Whether the lease holds now: renewed less than a lease ago.
+    pub fn holds(&self) -> bool {
+        let lease = self.lease;
+        self.lock().last.is_some_and(|last| last.elapsed() < lease)
+    }
+
+    /// The current term, while the lease holds.
+    pub fn term(&self) -> Option<u64> {
+        let lease = self.lease;
+        let state = self.lock();
+        state
+            .last
             .is_some_and(|last| last.elapsed() < lease)
+            .then_some(state.term)
+    }
+
+    /// The index this node must have applied before it starts instances in this term.
+    pub fn caught_up_to(&self) -> u64 {
+        self.lock().caught_up_to
+    }
+
+    /// A fence for an instance started now: it holds while the lease holds in this term.
+    pub fn fence(&self) -> Fence {
+        let clock = self.clone();
+        let term = self.term();
+        Fence::new(move || term.is_some() && clock.term() == term)
     }
 }
 
@@ -131,8 +191,8 @@ pub async fn renew(
         let sent = Instant::now();
         let renewed = tokio::time::timeout(settings.lease, renew_once(&meta)).await;
         match renewed {
-            Ok(Ok(())) => {
-                clock.renewed(sent);
+            Ok(Ok(index)) => {
+                clock.renewed(sent, index);
                 if !held {
                     info!(node = meta.id(), "lease renewed");
                     held = true;
@@ -141,21 +201,21 @@ pub async fn renew(
             Ok(Err(reason)) => debug!(%reason, "lease not renewed"),
             Err(_) => debug!("lease renewal timed out"),
         }
-        if held && !clock.holds(settings.lease) {
+        if held && !clock.holds() {
             warn!(node = meta.id(), lease = ?settings.lease, "lease expired: stopping this node's instances");
             held = false;
         }
     }
 }
 
-/// One renewal: the leader confirms its leadership (for itself) or answers our heartbeat.
-async fn renew_once(meta: &Meta) -> Result<(), String> {
+/// One renewal: the leader confirms its leadership (for itself) or answers our heartbeat;
+/// returns the leader's commit index.
+async fn renew_once(meta: &Meta) -> Result<u64, String> {
     match meta.leader_address() {
         None => Err("no leader".to_owned()),
         Some((leader, _)) if leader == meta.id() => meta
             .read_index_as_leader()
             .await
-            .map(drop)
             .map_err(|error| error.to_string()),
         Some((_, address)) => {
             let mut client = meta
@@ -165,7 +225,7 @@ async fn renew_once(meta: &Meta) -> Result<(), String> {
             client
                 .heartbeat(HeartbeatRequest { node_id: meta.id() })
                 .await
-                .map(drop)
+                .map(|response| response.into_inner().read_index)
                 .map_err(|status| status.message().to_owned())
         }
     }

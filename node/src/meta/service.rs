@@ -164,13 +164,15 @@ impl Cluster for ClusterService {
         }
         // Renew only as a leader a quorum still follows: a deposed leader must not keep a node
         // believing it holds its lease.
-        self.meta
+        let read_index = self
+            .meta
             .read_index_as_leader()
             .await
             .map_err(|error| status(&error))?;
         self.meta.heartbeats().heard(node);
         Ok(Response::new(HeartbeatResponse {
             leader_id: self.meta.id(),
+            read_index,
         }))
     }
 

@@ -56,7 +56,7 @@ pub struct SupervisorSettings {
     pub tick: Duration,
     /// This node's lease: while it does not hold, no instance runs here (self-fencing). None
     /// runs instances regardless (a single process without failure detection).
-    pub lease: Option<(LeaseClock, Duration)>,
+    pub lease: Option<LeaseClock>,
 }
 
 impl SupervisorSettings {
@@ -200,6 +200,8 @@ struct Held {
     drain: Option<Recipient<Drain>>,
     /// When a hand-off asked it to drain.
     draining_since: Option<std::time::Instant>,
+    /// The lease term it started in (None without leases).
+    term: Option<u64>,
     status: SharedStatus,
     started: SystemTime,
     failures: u32,
@@ -247,20 +249,42 @@ impl Supervisor {
 
     /// Brings the running instances in line with this node's assignments.
     fn reconcile(&mut self) {
-        if let Some((clock, lease)) = &self.settings.lease
-            && !clock.holds(*lease)
-        {
-            // Without a lease the leader may give these instances to others: stop them now,
-            // before it can (it waits the lease plus a margin).
-            if !self.instances.is_empty() {
-                warn!(
-                    node = self.node,
-                    "no lease: stopping every instance on this node"
-                );
+        if let Some(clock) = self.settings.lease.clone() {
+            let Some(term) = clock.term() else {
+                // Without a lease the leader may give these instances to others: stop them
+                // now, before it can (it waits the lease plus a margin).
+                if !self.instances.is_empty() {
+                    warn!(
+                        node = self.node,
+                        "no lease: stopping every instance on this node"
+                    );
+                }
+                self.stop_all();
+                self.board.replace(BTreeMap::new());
+                return;
+            };
+            // Instances of an earlier term may have moved while the lease had lapsed: stop
+            // them (their fence already stops them writing).
+            let stale: Vec<InstanceKey> = self
+                .instances
+                .iter()
+                .filter(|(_, held)| held.term.is_some_and(|started| started != term))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in stale {
+                if let Some(held) = self.instances.remove(&key)
+                    && let Some(stop) = held.stop
+                {
+                    warn!(instance = %key, "the lease lapsed since it started: stopping the instance");
+                    stop.do_send(Stop);
+                }
             }
-            self.stop_all();
-            self.board.replace(BTreeMap::new());
-            return;
+            // After a lapse, start nothing before this node has seen the assignments the
+            // leader had when it renewed the lease.
+            if self.meta.applied_index() < clock.caught_up_to() {
+                self.publish(SystemTime::now());
+                return;
+            }
         }
         let node = self.node;
         let wanted: BTreeMap<InstanceKey, (u64, Connector)> = self.meta.read_local(|state| {
@@ -442,6 +466,7 @@ impl Supervisor {
             stop,
             drain,
             draining_since: None,
+            term: self.settings.lease.as_ref().and_then(LeaseClock::term),
             status,
             started,
             failures,
@@ -491,6 +516,7 @@ impl Supervisor {
                     pulsar: self.settings.pulsar.clone(),
                     batching: BatchingOptions::default(),
                     read_batch: 1000,
+                    fence: self.settings.lease.as_ref().map(LeaseClock::fence),
                 };
                 let instance = SourceInstance::new(config, source, store);
                 let status = instance.status();
@@ -516,6 +542,7 @@ impl Supervisor {
                     pulsar: self.settings.pulsar.clone(),
                     write_batch: 1000,
                     start: StartPosition::Earliest,
+                    fence: self.settings.lease.as_ref().map(LeaseClock::fence),
                 };
                 let instance = SinkInstance::new(config, sink, store);
                 let status = instance.status();
