@@ -45,10 +45,14 @@ pub fn ferry_binary() -> PathBuf {
     BINARY
         .get_or_init(|| {
             let exe = std::env::current_exe().expect("the test binary's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(std::path::Path::parent)
-                .expect("target/<profile>/deps/<test>");
+            // A test runs from target/<profile>/deps/, a binary of this crate from
+            // target/<profile>/.
+            let beside = exe.parent().expect("the binary's directory");
+            let profile_dir = if beside.ends_with("deps") {
+                beside.parent().expect("target/<profile>")
+            } else {
+                beside
+            };
             let binary = profile_dir.join("ferry");
             if !binary.exists() {
                 let status = Command::new(env!("CARGO"))

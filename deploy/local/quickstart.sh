@@ -6,8 +6,8 @@
 #                                     which the postgres sink's tests use), build ferry, start
 #                                     node 1 (--bootstrap) on 127.0.0.1:7601 and nodes 2 and 3
 #                                     (--join) on 7602 and 7603, create the demo pipeline
-#                                     (datagen source -> topic ferry-demo -> file sink,
-#                                     effectively-once) and show it moving
+#                                     (datagen source -> topic ferry-demo -> postgres sink
+#                                     into table ferry_demo, effectively-once) and show it
 #   deploy/local/quickstart.sh down   stop the nodes, PostgreSQL and the broker
 #
 # State (pid files, logs, each node's data dir) lives in FERRY_LOCAL_STATE_DIR
@@ -68,26 +68,37 @@ wait_node() { # node number
 
 admin() { "$ferry" "$@" --admin-url "http://$(address 1)"; }
 
+pg_url=
+psql_demo() { # SQL
+  PGPASSWORD=ferry psql -X -q -t -A -h "$pg_host" -p "$pg_port" -U ferry -d ferry -c "$1"
+}
+
 demo() {
-  local topic=persistent://public/default/ferry-demo output=$state_dir/demo/out.jsonl
-  mkdir -p "$state_dir/demo"
-  if admin sinks get --name demo-file >/dev/null 2>&1; then
+  local topic=persistent://public/default/ferry-demo
+  pg_url=$("$repo/deploy/postgres/postgres.sh" url)
+  local hostport=${pg_url#*@}; hostport=${hostport%%/*}
+  pg_host=${hostport%%:*}; pg_port=${hostport##*:}
+  psql_demo "CREATE TABLE IF NOT EXISTS ferry_demo (idx bigint, seed bigint, data text)"
+  if admin sinks get --name demo-pg >/dev/null 2>&1; then
     log "demo pipeline already created"
   else
-    log "creating the demo pipeline: datagen -> $topic -> $output"
-    admin sinks create --name demo-file --sink-type file --inputs "$topic" \
+    log "creating the demo pipeline: datagen -> $topic -> PostgreSQL table ferry_demo"
+    admin sinks create --name demo-pg --sink-type postgres --inputs "$topic" \
       --processing-guarantees EFFECTIVELY_ONCE \
-      --sink-config "{\"path\": \"$output\"}" >/dev/null
+      --sink-config "{\"url\": \"postgres://$pg_host:$pg_port/ferry\", \"user\": \"ferry\",
+        \"password\": \"ferry\", \"table\": \"ferry_demo\",
+        \"columns\": {\"index\": \"idx\", \"seed\": \"seed\", \"data\": \"data\"}}" >/dev/null
     admin sources create --name demo-gen --source-type datagen \
       --destination-topic-name "$topic" --processing-guarantees EFFECTIVELY_ONCE \
       --source-config '{"rate": 50, "payload_size": 80}' >/dev/null
   fi
-  local deadline=$(( SECONDS + 60 ))
-  until [[ -s $output ]] && (( $(wc -l < "$output") >= 20 )); do
+  local deadline=$(( SECONDS + 60 )) rows=0
+  until (( rows >= 20 )); do
+    rows=$(psql_demo "SELECT count(*) FROM ferry_demo")
     if (( SECONDS >= deadline )); then
-      log "the demo pipeline wrote nothing to $output within 60 s; its status:"
+      log "the demo pipeline wrote nothing to PostgreSQL within 60 s; its status:"
       admin sources status --name demo-gen >&2 || true
-      admin sinks status --name demo-file >&2 || true
+      admin sinks status --name demo-pg >&2 || true
       exit 1
     fi
     sleep 0.5
@@ -95,10 +106,10 @@ demo() {
   echo
   admin sources status --name demo-gen
   echo
-  admin sinks status --name demo-file
+  admin sinks status --name demo-pg
   echo
-  echo "The demo pipeline writes 50 records/s to $output; its last lines:"
-  tail -n 3 "$output"
+  echo "The demo pipeline writes 50 rows/s into table ferry_demo ($pg_url); the newest:"
+  psql_demo "SELECT idx, seed, left(data, 24) FROM ferry_demo ORDER BY idx DESC LIMIT 3"
 }
 
 up() {
@@ -128,7 +139,7 @@ TXT
   done
   cat <<TXT
 Try: $ferry sources list --admin-url http://$(address 2)
-     $ferry sinks status --name demo-file --admin-url http://$(address 3) --output json
+     $ferry sinks status --name demo-pg --admin-url http://$(address 3) --output json
      $ferry sources stop --name demo-gen --admin-url http://$(address 1)
 Stop everything with: deploy/local/quickstart.sh down
 TXT
