@@ -162,7 +162,9 @@ pub(crate) fn instance_status(
 ) -> proto::InstanceStatus {
     let assignment = state.assignments.get(key);
     let instance_state = match (assignment, desired) {
-        (Some(_), _) => proto::InstanceState::Assigned,
+        (Some(_), DesiredState::Running) => proto::InstanceState::Assigned,
+        // Its owner drains it and runs it no more: nothing left to report.
+        (Some(_), DesiredState::Stopped) => proto::InstanceState::Stopped,
         (None, DesiredState::Running) => proto::InstanceState::Pending,
         (None, DesiredState::Stopped) => proto::InstanceState::Stopped,
     };

@@ -317,14 +317,39 @@ impl Supervisor {
         });
         self.confirming
             .retain(|handoff, _| revoking.contains(handoff));
+        // Instances of connectors asked to stop drain too (a final checkpoint), and stay
+        // assigned here.
+        let stopping: Vec<(InstanceKey, u64)> = self.meta.read_local(|state| {
+            state
+                .assignments
+                .iter()
+                .filter(|(key, assignment)| {
+                    assignment.node == node
+                        && assignment.phase == AssignmentPhase::Assigned
+                        && state
+                            .connectors
+                            .get(&key.connector)
+                            .is_some_and(|connector| {
+                                connector.desired_state == DesiredState::Stopped
+                            })
+                })
+                .map(|(key, assignment)| (key.clone(), assignment.epoch))
+                .collect()
+        });
+        for (key, epoch) in &stopping {
+            if self.drained(key, *epoch, "stopping: draining the instance") {
+                self.instances.remove(key);
+            }
+        }
         // Stop what is no longer wanted as it runs.
         let outdated: Vec<InstanceKey> = self
             .instances
             .iter()
             .filter(|(key, running)| {
                 // An instance being handed off drains first (below).
-                let handing_off = revoking.contains(&((*key).clone(), running.epoch));
-                !handing_off
+                let handoff = ((*key).clone(), running.epoch);
+                let draining = revoking.contains(&handoff) || stopping.contains(&handoff);
+                !draining
                     && wanted.get(*key).is_none_or(|(epoch, connector)| {
                         *epoch != running.epoch || connector.version != running.version
                     })
@@ -340,34 +365,8 @@ impl Supervisor {
             }
         }
         for (key, epoch) in revoking {
-            if let Some(held) = self.instances.get_mut(&key) {
-                // Drain it: finish what it holds and commit a final checkpoint, so its
-                // successor repeats nothing; a drain that takes too long ends in a hard stop.
-                let state = lock(&held.status).state;
-                let ended = matches!(
-                    state,
-                    InstanceState::Stopped | InstanceState::Finished | InstanceState::Failed
-                ) || held.drain.is_none();
-                match held.draining_since {
-                    _ if ended => {}
-                    None => {
-                        info!(instance = %key, epoch, "handing off: draining the instance");
-                        if let Some(drain) = &held.drain {
-                            drain.do_send(Drain);
-                        }
-                        held.draining_since = Some(std::time::Instant::now());
-                        continue;
-                    }
-                    Some(since) if since.elapsed() < DRAIN_TIMEOUT => continue,
-                    Some(_) => {
-                        warn!(instance = %key, timeout = ?DRAIN_TIMEOUT, "the drain took too long: stopping the instance");
-                    }
-                }
-                if let Some(held) = self.instances.remove(&key)
-                    && let Some(stop) = held.stop
-                {
-                    stop.do_send(Stop);
-                }
+            if !self.drained(&key, epoch, "handing off: draining the instance") {
+                continue;
             }
             let confirming = self
                 .confirming
@@ -432,6 +431,44 @@ impl Supervisor {
             }
         }
         self.publish(now);
+    }
+
+    /// Drains instance `key` (run under `epoch`) so it finishes what it holds and commits a
+    /// final checkpoint; returns true once it is no longer running here (drained, ended, or
+    /// stopped hard after [`DRAIN_TIMEOUT`]), its entry removed.
+    fn drained(&mut self, key: &InstanceKey, epoch: u64, why: &str) -> bool {
+        let Some(held) = self.instances.get_mut(key) else {
+            return true;
+        };
+        if held.epoch != epoch {
+            return true;
+        }
+        let state = lock(&held.status).state;
+        let ended = matches!(
+            state,
+            InstanceState::Stopped | InstanceState::Finished | InstanceState::Failed
+        ) || held.drain.is_none();
+        match held.draining_since {
+            _ if ended => {}
+            None => {
+                info!(instance = %key, epoch, "{why}");
+                if let Some(drain) = &held.drain {
+                    drain.do_send(Drain);
+                }
+                held.draining_since = Some(std::time::Instant::now());
+                return false;
+            }
+            Some(since) if since.elapsed() < DRAIN_TIMEOUT => return false,
+            Some(_) => {
+                warn!(instance = %key, timeout = ?DRAIN_TIMEOUT, "the drain took too long: stopping the instance");
+            }
+        }
+        if let Some(held) = self.instances.remove(key)
+            && let Some(stop) = held.stop
+        {
+            stop.do_send(Stop);
+        }
+        true
     }
 
     /// Starts an instance actor for `key`; an instance that cannot be built is recorded as
