@@ -6,7 +6,7 @@
 #                                     which the postgres sink's tests use), build ferry, start
 #                                     node 1 (--bootstrap) on 127.0.0.1:7601 and nodes 2 and 3
 #                                     (--join) on 7602 and 7603, create the demo pipeline
-#                                     (datagen source -> topic ferry-demo -> postgres sink
+#                                     (datagen source -> a ferry-demo-<time> topic -> postgres sink
 #                                     into table ferry_demo, effectively-once) and show it
 #   deploy/local/quickstart.sh down   stop the nodes, PostgreSQL and the broker
 #
@@ -74,7 +74,9 @@ psql_demo() { # SQL
 }
 
 demo() {
-  local topic=persistent://public/default/ferry-demo
+  # A topic per demo pipeline: broker deduplication remembers the sequence ids of an earlier
+  # cluster's effectively-once producer of the same name.
+  local topic=persistent://public/default/ferry-demo-$(date +%s)
   pg_url=$("$repo/deploy/postgres/postgres.sh" url)
   local hostport=${pg_url#*@}; hostport=${hostport%%/*}
   pg_host=${hostport%%:*}; pg_port=${hostport##*:}
@@ -83,6 +85,11 @@ demo() {
     log "demo pipeline already created"
   else
     log "creating the demo pipeline: datagen -> $topic -> PostgreSQL table ferry_demo"
+    # A new cluster starts the demo afresh: rows and the sink's stored position (and epoch) left
+    # by an earlier cluster would not match this one's topic and epochs.
+    psql_demo "TRUNCATE ferry_demo"
+    psql_demo "DO \$\$ BEGIN IF to_regclass('ferry_offsets') IS NOT NULL THEN
+      DELETE FROM ferry_offsets WHERE instance LIKE 'public/default/demo-pg#%'; END IF; END \$\$"
     admin sinks create --name demo-pg --sink-type postgres --inputs "$topic" \
       --processing-guarantees EFFECTIVELY_ONCE \
       --sink-config "{\"url\": \"postgres://$pg_host:$pg_port/ferry\", \"user\": \"ferry\",
