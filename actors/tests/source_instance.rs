@@ -40,6 +40,7 @@ fn config(topic: &str, connector: &str, epoch: u64, guarantee: Guarantee) -> Sou
         batching: BatchingOptions::default(),
         read_batch: 200,
         fence: None,
+        incarnation: 0,
     }
 }
 

@@ -122,3 +122,54 @@ pub fn keys(reads: &[crate::topic::Read]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// The instance index and, for at-least-once and at-most-once, the epoch in a source's producer
+/// name (`ferry-{tenant}-{namespace}-{name}-{index}-c{incarnation}[-e{epoch}]`).
+pub fn producer_parts(producer: &str) -> Option<(u64, Option<u64>)> {
+    let mut parts = producer.rsplit('-');
+    let mut part = parts.next()?;
+    let epoch = match part.strip_prefix('e').map(str::parse::<u64>) {
+        Some(Ok(epoch)) => {
+            part = parts.next()?;
+            Some(epoch)
+        }
+        _ => None,
+    };
+    part.strip_prefix('c')?.parse::<u64>().ok()?;
+    let index = parts.next()?.parse().ok()?;
+    Some((index, epoch))
+}
+
+/// The reads of the producers of instance `index`, oldest epoch first.
+pub fn producers_of(
+    by_producer: &std::collections::BTreeMap<String, Vec<crate::topic::Read>>,
+    index: u64,
+) -> Vec<(Option<u64>, &Vec<crate::topic::Read>)> {
+    let mut found: Vec<(Option<u64>, &Vec<crate::topic::Read>)> = by_producer
+        .iter()
+        .filter_map(|(producer, reads)| {
+            let (instance, epoch) = producer_parts(producer)?;
+            (instance == index).then_some((epoch, reads))
+        })
+        .collect();
+    found.sort_by_key(|(epoch, _)| *epoch);
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_names_give_their_instance_and_epoch() {
+        assert_eq!(
+            producer_parts("ferry-public-default-gen-2-c17"),
+            Some((2, None))
+        );
+        assert_eq!(
+            producer_parts("ferry-public-default-gen-0-c17-e40"),
+            Some((0, Some(40)))
+        );
+        assert_eq!(producer_parts("someone-else"), None);
+    }
+}

@@ -9,7 +9,7 @@
 //!    time from the kill to the moved instance's next message is logged.
 
 use ferry_cluster_tests::scenario::{
-    Datagen, all_in, check_exactly_once_in_order, keys, now_ms, wait_sources,
+    Datagen, all_in, check_exactly_once_in_order, keys, now_ms, producers_of, wait_sources,
 };
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
@@ -84,8 +84,10 @@ async fn t20_killing_an_owner_loses_and_duplicates_nothing() {
     for (producer, reads) in &by_producer {
         check_exactly_once_in_order(producer, &keys(reads), COUNT);
     }
-    let moved_producer = format!("ferry-public-default-gen-{moved}");
-    let resumed = by_producer[&moved_producer]
+    let resumed = producers_of(&by_producer, moved)
+        .first()
+        .expect("the moved instance's producer")
+        .1
         .iter()
         .map(|read| read.publish_time_ms)
         .find(|time| *time > killed_at + 50)

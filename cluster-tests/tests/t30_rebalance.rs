@@ -8,7 +8,7 @@
 //!    together hold every key exactly once, in order.
 
 use ferry_cluster_tests::scenario::{
-    Datagen, all_in, check_exactly_once_in_order, keys, wait_sources,
+    Datagen, all_in, check_exactly_once_in_order, keys, producers_of, wait_sources,
 };
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
@@ -61,14 +61,7 @@ async fn t30_a_joining_node_takes_its_share_by_hand_off_without_repeats() {
     let by_producer = read_by_producer(&topic, 4 * COUNT as usize).await;
     for instance in 0..4 {
         // At-least-once producers are named per epoch: join this instance's owners in order.
-        let prefix = format!("ferry-public-default-gen-{instance}-e");
-        let mut owners: Vec<(&String, &Vec<_>)> = by_producer
-            .iter()
-            .filter(|(producer, _)| producer.starts_with(&prefix))
-            .collect();
-        owners.sort_by_key(|(producer, _)| {
-            producer[prefix.len()..].parse::<u64>().unwrap_or(u64::MAX)
-        });
+        let owners = producers_of(&by_producer, instance);
         let joined: Vec<u64> = owners.iter().flat_map(|(_, reads)| keys(reads)).collect();
         check_exactly_once_in_order(&format!("instance {instance}"), &joined, COUNT);
         if owners.len() > 1 {

@@ -11,7 +11,7 @@
 //!   are intact and the flow resumes; every record exactly once.
 
 use ferry_cluster_tests::scenario::{
-    Datagen, TIMEOUT, all_in, check_exactly_once_in_order, keys, wait_sources,
+    Datagen, TIMEOUT, all_in, check_exactly_once_in_order, keys, producers_of, wait_sources,
 };
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
@@ -128,12 +128,9 @@ async fn t41_a_paused_owner_fences_itself_before_its_instance_moves() {
     // The resumed node renews its lease again and takes an instance back by hand-off (a new
     // epoch again): what matters is that its old epoch wrote nothing after the move.
     let by_producer = read_by_producer(&topic, 3 * COUNT as usize).await;
-    let prefix = format!("ferry-public-default-gen-{moved}-e");
-    let epochs: Vec<(u64, &Vec<_>)> = by_producer
-        .iter()
-        .filter_map(|(producer, reads)| {
-            Some((producer.strip_prefix(&prefix)?.parse().ok()?, reads))
-        })
+    let epochs: Vec<(u64, &Vec<_>)> = producers_of(&by_producer, moved as u64)
+        .into_iter()
+        .filter_map(|(epoch, reads)| Some((epoch?, reads)))
         .collect();
     let last_old = epochs
         .iter()

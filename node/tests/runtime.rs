@@ -8,6 +8,8 @@
 //! - t20: datagen -> topic -> file sink under each guarantee, the same comparison on the file.
 //! - t30: a connector that cannot start (a secret reference that does not resolve) is FAILED
 //!   with the reason, restarts with backoff, and the node keeps running other connectors.
+//! - t40: a connector deleted and created again under the same name writes everything again:
+//!   the broker does not take the new records for the old connector's duplicates.
 
 #[path = "common/runtime.rs"]
 mod harness;
@@ -112,6 +114,54 @@ fn t30_an_instance_that_cannot_start_is_failed_with_its_reason_and_retried() {
             )
             .await;
         harness.wait_state(&good, ReportedState::Finished).await;
+        harness.stop().await;
+    })
+    .expect("the runtime builds");
+}
+
+#[test]
+fn t40_a_connector_created_again_under_a_deleted_ones_name_loses_nothing() {
+    ferry_node::runtime::block_on(async {
+        let harness = Harness::start().await;
+        let output = topic("runtime-again");
+        let name = unique_name("again");
+        let count = 300;
+        let first = harness
+            .create(
+                &name,
+                datagen(&output, Guarantee::EffectivelyOnce, count, 3_000),
+            )
+            .await;
+        harness.wait_state(&first, ReportedState::Finished).await;
+        harness
+            .meta()
+            .write(ferry_node::meta::state::Command::DeleteConnector {
+                connector: first.connector.clone(),
+            })
+            .await
+            .expect("write")
+            .expect("deleted");
+        // The same name, the same topic, the same records: a new connector, whose records
+        // the broker must not take for the old one's (its producer name carries the
+        // incarnation).
+        let second = harness
+            .create(
+                &name,
+                datagen(&output, Guarantee::EffectivelyOnce, count, 3_000),
+            )
+            .await;
+        harness.wait_state(&second, ReportedState::Finished).await;
+        let indexes = read_indexes(&output, count as usize).await;
+        let expected: Vec<u64> = (0..count).chain(0..count).collect();
+        assert_eq!(
+            indexes.len(),
+            expected.len(),
+            "both connectors' records are in the topic, once each"
+        );
+        assert!(
+            indexes == expected,
+            "in order, the first connector's then the second's"
+        );
         harness.stop().await;
     })
     .expect("the runtime builds");

@@ -59,6 +59,9 @@ pub struct SinkInstanceConfig {
     /// Asked before every write, flush, commit and acknowledgement: false stops the instance
     /// at once.
     pub fence: Option<super::Fence>,
+    /// Tells apart connectors that had the same name (the log index that created this one);
+    /// it keys the position a transactional sink stores, with the name and index.
+    pub incarnation: u64,
 }
 
 /// Why a sink instance stopped with an error.
@@ -392,7 +395,10 @@ async fn drive(
         .map(SinkCheckpoint::decode)
         .transpose()?;
     let resume = SinkResume {
-        instance: format!("{}#{}", config.connector, config.index),
+        instance: match config.incarnation {
+            0 => format!("{}#{}", config.connector, config.index),
+            incarnation => format!("{}#{}@{incarnation}", config.connector, config.index),
+        },
         input: resumed.as_ref().map(|checkpoint| checkpoint.input.encode()),
         sink: resumed.as_ref().map(|checkpoint| checkpoint.sink.clone()),
         epoch: config.epoch,

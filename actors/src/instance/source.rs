@@ -70,13 +70,21 @@ pub struct SourceInstanceConfig {
     pub read_batch: usize,
     /// Asked before every read, send and commit: false stops the instance at once.
     pub fence: Option<super::Fence>,
+    /// Tells apart connectors that had the same name (the log index that created this one);
+    /// 0 leaves it out of the producer name.
+    pub incarnation: u64,
 }
 
 impl SourceInstanceConfig {
-    /// The producer name: stable per instance (`ferry-{tenant}-{namespace}-{name}-{index}`),
-    /// with the epoch appended unless effectively-once.
+    /// The producer name: stable per instance (`ferry-{tenant}-{namespace}-{name}-{index}`,
+    /// then `-c{incarnation}` when known), with the epoch appended unless effectively-once.
     pub fn producer_name(&self) -> String {
-        let stable = format!("ferry-{}-{}", self.connector.replace('/', "-"), self.index);
+        let mut stable = format!("ferry-{}-{}", self.connector.replace('/', "-"), self.index);
+        if self.incarnation != 0 {
+            // A connector created again under the same name must not inherit the broker's
+            // deduplication state of the old one's producer: its records would be dropped.
+            stable.push_str(&format!("-c{}", self.incarnation));
+        }
         match self.guarantee {
             Guarantee::EffectivelyOnce => stable,
             Guarantee::AtLeastOnce | Guarantee::AtMostOnce => format!("{stable}-e{}", self.epoch),

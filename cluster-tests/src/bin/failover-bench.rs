@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use ferry_cluster_tests::scenario::{Datagen, all_in, keys, now_ms, wait_sources};
+use ferry_cluster_tests::scenario::{Datagen, all_in, keys, now_ms, producers_of, wait_sources};
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
 use ferry_test_support::unique_name;
@@ -99,8 +99,10 @@ async fn main() {
     let mut times: Vec<f64> = kills_at
         .iter()
         .map(|(instance, killed)| {
-            let producer = format!("ferry-public-default-gen-{instance}");
-            let resumed = by_producer[&producer]
+            let resumed = producers_of(&by_producer, *instance)
+                .first()
+                .expect("the instance's producer")
+                .1
                 .iter()
                 .map(|read| read.publish_time_ms)
                 .find(|time| *time > killed + 50)

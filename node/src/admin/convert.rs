@@ -240,6 +240,7 @@ mod tests {
             },
             desired_state: DesiredState::Running,
             version: 1,
+            created: 7,
         };
         let info = connector_info(&ConnectorName::new("public", "default", "pg"), &connector);
         assert!(!format!("{info:?}").contains("hunter2"));

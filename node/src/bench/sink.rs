@@ -470,6 +470,7 @@ async fn run_instance(
         write_batch: BATCH,
         start: StartPosition::Earliest,
         fence: None,
+        incarnation: 0,
     };
     let instance = SinkInstance::new(config, sink, Arc::new(store));
     let status = instance.status();

@@ -279,6 +279,7 @@ async fn run_instance(
         batching: BatchingOptions::default(),
         read_batch: 1000,
         fence: None,
+        incarnation: 0,
     };
     let source = DatagenSource::new(DatagenConfig {
         seed: SEED,

@@ -178,6 +178,11 @@ pub struct Connector {
     pub desired_state: DesiredState,
     /// Starts at 1, grows by one on every change of the spec.
     pub version: u64,
+    /// The log index of the entry that created it: tells apart two connectors that had the
+    /// same name (one deleted, the other created later), whose instances must not share a
+    /// producer name (the broker would drop the new one's records as duplicates) or a stored
+    /// sink position.
+    pub created: u64,
 }
 
 impl Connector {
@@ -468,7 +473,9 @@ impl State {
     /// Applies `command`, carried by the log entry at `index`, and returns its reply.
     pub fn apply(&mut self, index: u64, command: &Command) -> Reply {
         match command {
-            Command::CreateConnector { connector, spec } => self.create_connector(connector, spec),
+            Command::CreateConnector { connector, spec } => {
+                self.create_connector(index, connector, spec)
+            }
             Command::UpdateConnector {
                 connector,
                 spec,
@@ -562,7 +569,12 @@ impl State {
         }
     }
 
-    fn create_connector(&mut self, connector: &ConnectorName, spec: &ConnectorSpec) -> Reply {
+    fn create_connector(
+        &mut self,
+        index: u64,
+        connector: &ConnectorName,
+        spec: &ConnectorSpec,
+    ) -> Reply {
         validate_spec(connector, spec)?;
         match self.connectors.get(connector) {
             // The same create again: a retry or a re-application.
@@ -577,6 +589,7 @@ impl State {
                         spec: spec.clone(),
                         desired_state: DesiredState::Running,
                         version: 1,
+                        created: index,
                     },
                 );
                 Ok(Outcome::ConnectorVersion(1))

@@ -554,6 +554,7 @@ impl Supervisor {
                     batching: BatchingOptions::default(),
                     read_batch: 1000,
                     fence: self.settings.lease.as_ref().map(LeaseClock::fence),
+                    incarnation: connector.created,
                 };
                 let instance = SourceInstance::new(config, source, store);
                 let status = instance.status();
@@ -580,6 +581,7 @@ impl Supervisor {
                     write_batch: 1000,
                     start: StartPosition::Earliest,
                     fence: self.settings.lease.as_ref().map(LeaseClock::fence),
+                    incarnation: connector.created,
                 };
                 let instance = SinkInstance::new(config, sink, store);
                 let status = instance.status();
