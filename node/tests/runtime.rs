@@ -10,6 +10,8 @@
 //!   with the reason, restarts with backoff, and the node keeps running other connectors.
 //! - t40: a connector deleted and created again under the same name writes everything again:
 //!   the broker does not take the new records for the old connector's duplicates.
+//! - t50: a connector updated mid-stream drains and resumes from its final checkpoint:
+//!   nothing repeated, even under at-least-once.
 
 #[path = "common/runtime.rs"]
 mod harness;
@@ -162,6 +164,39 @@ fn t40_a_connector_created_again_under_a_deleted_ones_name_loses_nothing() {
             indexes == expected,
             "in order, the first connector's then the second's"
         );
+        harness.stop().await;
+    })
+    .expect("the runtime builds");
+}
+
+#[test]
+fn t50_updating_a_running_connector_repeats_nothing_even_at_least_once() {
+    ferry_node::runtime::block_on(async {
+        let harness = Harness::start().await;
+        let output = topic("runtime-update");
+        let count = 3_000;
+        let spec = datagen(&output, Guarantee::AtLeastOnce, count, 1_500);
+        let key = harness.create(&unique_name("update"), spec.clone()).await;
+        harness.wait_confirmed(&key, 600).await;
+        // A new spec (larger records): the instance drains, commits a final checkpoint, and
+        // the new version starts from it.
+        let mut updated = spec;
+        updated
+            .config
+            .insert("payload_size".to_owned(), "90".to_owned());
+        harness
+            .meta()
+            .write(ferry_node::meta::state::Command::UpdateConnector {
+                connector: key.connector.clone(),
+                spec: updated,
+                expected_version: None,
+            })
+            .await
+            .expect("write")
+            .expect("updated");
+        harness.wait_state(&key, ReportedState::Finished).await;
+        let indexes = read_indexes(&output, count as usize).await;
+        check(Guarantee::EffectivelyOnce, &indexes, count);
         harness.stop().await;
     })
     .expect("the runtime builds");

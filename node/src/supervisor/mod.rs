@@ -342,13 +342,34 @@ impl Supervisor {
             }
         }
         // Stop what is no longer wanted as it runs.
+        // An updated connector's instances drain (a final checkpoint) before the new version
+        // starts from it, so an update repeats nothing even under at-least-once.
+        let updated: Vec<(InstanceKey, u64)> = self
+            .instances
+            .iter()
+            .filter(|(key, running)| {
+                wanted.get(*key).is_some_and(|(epoch, connector)| {
+                    *epoch == running.epoch && connector.version != running.version
+                })
+            })
+            .map(|(key, running)| (key.clone(), running.epoch))
+            .collect();
+        for (key, epoch) in &updated {
+            self.drained(
+                key,
+                *epoch,
+                "the connector was updated: draining the instance",
+            );
+        }
         let outdated: Vec<InstanceKey> = self
             .instances
             .iter()
             .filter(|(key, running)| {
-                // An instance being handed off drains first (below).
+                // An instance being handed off, stopped or updated drains first.
                 let handoff = ((*key).clone(), running.epoch);
-                let draining = revoking.contains(&handoff) || stopping.contains(&handoff);
+                let draining = revoking.contains(&handoff)
+                    || stopping.contains(&handoff)
+                    || updated.contains(&handoff);
                 !draining
                     && wanted.get(*key).is_none_or(|(epoch, connector)| {
                         *epoch != running.epoch || connector.version != running.version
