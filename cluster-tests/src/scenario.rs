@@ -85,6 +85,23 @@ pub async fn wait_sources(
     .await
 }
 
+/// Waits until all `count` instances of source `name` run and each wrote at least `written`
+/// records, and returns them.
+pub async fn wait_all_writing(
+    cluster: &TestCluster,
+    name: &str,
+    count: usize,
+    written: u64,
+) -> Vec<Value> {
+    wait_sources(cluster, name, "every instance runs and wrote some", |all| {
+        all_in(all, count, "RUNNING")
+            && all
+                .iter()
+                .all(|instance| instance["records_written"].as_u64().unwrap_or(0) >= written)
+    })
+    .await
+}
+
 /// Whether every instance is in `state` and there are `count` of them.
 pub fn all_in(instances: &[Value], count: usize, state: &str) -> bool {
     instances.len() == count && instances.iter().all(|instance| instance["state"] == state)

@@ -9,7 +9,8 @@
 //!    time from the kill to the moved instance's next message is logged.
 
 use ferry_cluster_tests::scenario::{
-    Datagen, all_in, check_exactly_once_in_order, keys, now_ms, producers_of, wait_sources,
+    Datagen, all_in, check_exactly_once_in_order, keys, now_ms, producers_of, wait_all_writing,
+    wait_sources,
 };
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
@@ -33,18 +34,7 @@ async fn t20_killing_an_owner_loses_and_duplicates_nothing() {
     phase("source created");
 
     let leader = cluster.leader(1).expect("a leader");
-    let owners = wait_sources(
-        &cluster,
-        "gen",
-        "every instance runs and wrote some",
-        |all| {
-            all_in(all, 3, "RUNNING")
-                && all
-                    .iter()
-                    .all(|instance| instance["records_written"].as_u64().unwrap_or(0) >= 400)
-        },
-    )
-    .await;
+    let owners = wait_all_writing(&cluster, "gen", 3, 400).await;
     let victim_instance = owners
         .iter()
         .find(|instance| instance["node"].as_u64() != Some(leader))

@@ -8,7 +8,8 @@
 //!    together hold every key exactly once, in order.
 
 use ferry_cluster_tests::scenario::{
-    Datagen, all_in, check_exactly_once_in_order, keys, producers_of, wait_sources,
+    Datagen, all_in, check_exactly_once_in_order, keys, producers_of, wait_all_writing,
+    wait_sources,
 };
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
@@ -29,18 +30,7 @@ async fn t30_a_joining_node_takes_its_share_by_hand_off_without_repeats() {
         rate: 500,
     }
     .create(&cluster, 1);
-    wait_sources(
-        &cluster,
-        "gen",
-        "every instance runs and wrote some",
-        |all| {
-            all_in(all, 4, "RUNNING")
-                && all
-                    .iter()
-                    .all(|instance| instance["records_written"].as_u64().unwrap_or(0) >= 300)
-        },
-    )
-    .await;
+    wait_all_writing(&cluster, "gen", 4, 300).await;
     cluster.add_node(4);
     let balanced = wait_sources(&cluster, "gen", "node 4 runs an instance", |all| {
         all.iter()

@@ -11,7 +11,8 @@
 //!   are intact and the flow resumes; every record exactly once.
 
 use ferry_cluster_tests::scenario::{
-    Datagen, TIMEOUT, all_in, check_exactly_once_in_order, keys, producers_of, wait_sources,
+    Datagen, TIMEOUT, all_in, check_exactly_once_in_order, keys, producers_of, wait_all_writing,
+    wait_sources,
 };
 use ferry_cluster_tests::topic::read_by_producer;
 use ferry_cluster_tests::{TestCluster, phase};
@@ -45,18 +46,7 @@ async fn t40_killing_the_leader_keeps_the_flow_exactly_once() {
         rate: 600,
     }
     .create(&cluster, 1);
-    wait_sources(
-        &cluster,
-        "gen",
-        "every instance runs and wrote some",
-        |all| {
-            all_in(all, 3, "RUNNING")
-                && all
-                    .iter()
-                    .all(|instance| instance["records_written"].as_u64().unwrap_or(0) >= 300)
-        },
-    )
-    .await;
+    wait_all_writing(&cluster, "gen", 3, 300).await;
     let leader = cluster.leader(1).expect("a leader");
     phase(&format!("killing the leader, node {leader}"));
     cluster.kill(leader);
@@ -88,18 +78,7 @@ async fn t41_a_paused_owner_fences_itself_before_its_instance_moves() {
         rate: 600,
     }
     .create(&cluster, 1);
-    let owners = wait_sources(
-        &cluster,
-        "gen",
-        "every instance runs and wrote some",
-        |all| {
-            all_in(all, 3, "RUNNING")
-                && all
-                    .iter()
-                    .all(|instance| instance["records_written"].as_u64().unwrap_or(0) >= 300)
-        },
-    )
-    .await;
+    let owners = wait_all_writing(&cluster, "gen", 3, 300).await;
     let leader = cluster.leader(1).expect("a leader");
     let paused_instance = owners
         .iter()
@@ -172,18 +151,7 @@ async fn t50_every_node_killed_and_restarted_resumes_exactly_once() {
         rate: 600,
     }
     .create(&cluster, 1);
-    wait_sources(
-        &cluster,
-        "gen",
-        "every instance runs and wrote some",
-        |all| {
-            all_in(all, 2, "RUNNING")
-                && all
-                    .iter()
-                    .all(|instance| instance["records_written"].as_u64().unwrap_or(0) >= 300)
-        },
-    )
-    .await;
+    wait_all_writing(&cluster, "gen", 2, 300).await;
     for node in 1..=3 {
         cluster.kill(node);
     }

@@ -32,6 +32,48 @@ impl Fence {
     }
 }
 
+impl Fence {
+    /// Whether `fence`, if any, still lets this owner act.
+    pub(crate) fn allows(fence: Option<&Self>) -> bool {
+        fence.is_none_or(Self::holds)
+    }
+}
+
+/// Shared, observable state of one instance.
+pub type SharedStatus = Arc<std::sync::Mutex<InstanceStatus>>;
+
+/// Applies `change` to `status`.
+pub(crate) fn update(status: &SharedStatus, change: impl FnOnce(&mut InstanceStatus)) {
+    let mut status = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    change(&mut status);
+}
+
+/// Records how an instance's driver ended: `Ok(state)` (Finished, or Stopped after a drain)
+/// or the error that failed it; logs it as `kind` (`source`, `sink`).
+pub(crate) fn record_end(
+    status: &SharedStatus,
+    kind: &str,
+    connector: &str,
+    index: u32,
+    outcome: Result<InstanceState, String>,
+) {
+    match outcome {
+        Ok(state) => {
+            tracing::info!(connector, instance = index, ?state, "{kind} instance ended");
+            update(status, |status| status.state = state);
+        }
+        Err(error) => {
+            tracing::warn!(connector, instance = index, %error, "{kind} instance failed");
+            update(status, |status| {
+                status.state = InstanceState::Failed;
+                status.last_error = Some(error);
+            });
+        }
+    }
+}
+
 impl fmt::Debug for Fence {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "Fence(holds: {})", self.holds())

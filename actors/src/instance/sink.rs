@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use super::source::{CheckpointPolicy, Drain, DrainFlag, GetStatus, SharedStatus, Stop, draining};
-use super::{Guarantee, InstanceState, InstanceStatus};
+use super::{Guarantee, InstanceState, record_end, update};
 use crate::api::{
     ConnectorError, InputMessageId, Position, Record, Sink, SinkDelivery, SinkRecord, SinkResume,
 };
@@ -88,9 +88,10 @@ pub enum SinkInstanceError {
 }
 
 fn check_fence(config: &SinkInstanceConfig) -> Result<(), SinkInstanceError> {
-    match &config.fence {
-        Some(fence) if !fence.holds() => Err(SinkInstanceError::Fenced),
-        _ => Ok(()),
+    if super::Fence::allows(config.fence.as_ref()) {
+        Ok(())
+    } else {
+        Err(SinkInstanceError::Fenced)
     }
 }
 
@@ -236,13 +237,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn update(status: &SharedStatus, change: impl FnOnce(&mut InstanceStatus)) {
-    let mut status = status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    change(&mut status);
-}
-
 /// The actor that owns one sink instance.
 pub struct SinkInstance {
     config: SinkInstanceConfig,
@@ -306,21 +300,17 @@ impl Actor for SinkInstance {
             self.drain.clone(),
         );
         let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
-            let connector = actor.config.connector.clone();
-            let index = actor.config.index;
-            match outcome {
-                Ok(()) => {
-                    info!(connector = %connector, instance = index, "sink instance drained");
-                    update(&actor.status, |status| status.state = InstanceState::Stopped);
-                }
-                Err(error) => {
-                    warn!(connector = %connector, instance = index, error = %error, "sink instance failed");
-                    update(&actor.status, |status| {
-                        status.state = InstanceState::Failed;
-                        status.last_error = Some(error.to_string());
-                    });
-                }
-            }
+            // A sink's input never ends: it ends only drained.
+            let ended = outcome
+                .map(|()| InstanceState::Stopped)
+                .map_err(|error| error.to_string());
+            record_end(
+                &actor.status,
+                "sink",
+                &actor.config.connector,
+                actor.config.index,
+                ended,
+            );
             context.stop();
         }));
         self.driver = Some(handle);

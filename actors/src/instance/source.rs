@@ -11,17 +11,18 @@
 //!
 //! A commit rejected for a stale epoch stops the instance at once: a newer owner exists.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tracing::{info, warn};
+use tracing::info;
 
+pub use super::SharedStatus;
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use super::{Guarantee, InstanceState, InstanceStatus};
+use super::{Guarantee, InstanceState, InstanceStatus, record_end, update};
 use crate::api::{ConnectorError, Position, Source, SourceRead};
 use crate::pulsar::{
     BatchingOptions, OutgoingMessage, ProducerSession, ProducerSessionOptions, PulsarSettings,
@@ -113,21 +114,12 @@ pub enum SourceInstanceError {
 }
 
 /// Fails with `Fenced` when `fence` says this owner may no longer act.
-pub(crate) fn check_fence(fence: Option<&super::Fence>) -> Result<(), SourceInstanceError> {
-    match fence {
-        Some(fence) if !fence.holds() => Err(SourceInstanceError::Fenced),
-        _ => Ok(()),
+fn check_fence(fence: Option<&super::Fence>) -> Result<(), SourceInstanceError> {
+    if super::Fence::allows(fence) {
+        Ok(())
+    } else {
+        Err(SourceInstanceError::Fenced)
     }
-}
-
-/// Shared, observable state of one instance.
-pub type SharedStatus = Arc<Mutex<InstanceStatus>>;
-
-fn update(status: &SharedStatus, change: impl FnOnce(&mut InstanceStatus)) {
-    let mut status = status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    change(&mut status);
 }
 
 /// The actor that owns one source instance.
@@ -218,25 +210,22 @@ impl Actor for SourceInstance {
             self.drain.clone(),
         );
         let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
-            let connector = actor.config.connector.clone();
-            let index = actor.config.index;
-            match outcome {
-                Ok(()) if draining(&actor.drain) => {
-                    info!(connector = %connector, instance = index, "source instance drained");
-                    update(&actor.status, |status| status.state = InstanceState::Stopped);
-                }
-                Ok(()) => {
-                    info!(connector = %connector, instance = index, "source instance finished");
-                    update(&actor.status, |status| status.state = InstanceState::Finished);
-                }
-                Err(error) => {
-                    warn!(connector = %connector, instance = index, error = %error, "source instance failed");
-                    update(&actor.status, |status| {
-                        status.state = InstanceState::Failed;
-                        status.last_error = Some(error.to_string());
-                    });
-                }
-            }
+            let ended = outcome
+                .map(|()| {
+                    if draining(&actor.drain) {
+                        InstanceState::Stopped
+                    } else {
+                        InstanceState::Finished
+                    }
+                })
+                .map_err(|error| error.to_string());
+            record_end(
+                &actor.status,
+                "source",
+                &actor.config.connector,
+                actor.config.index,
+                ended,
+            );
             context.stop();
         }));
         self.driver = Some(handle);

@@ -111,9 +111,10 @@ impl ProducerSessionOptions {
     }
 
     fn check_fence(&self) -> Result<(), SessionError> {
-        match &self.fence {
-            Some(fence) if !fence.holds() => Err(SessionError::Fenced),
-            _ => Ok(()),
+        if crate::instance::Fence::allows(self.fence.as_ref()) {
+            Ok(())
+        } else {
+            Err(SessionError::Fenced)
         }
     }
 }

@@ -53,6 +53,34 @@ pub fn percentile(sorted: &[std::time::Duration], percent: usize) -> std::time::
     sorted[rank - 1]
 }
 
+/// Publishes `messages` through pulsar-rs's `Producer` with `options`; returns the time from
+/// the first send to the last receipt (the baseline the benches measure against).
+pub(crate) async fn publish_pulsar_rs(
+    settings: &ferry_actors::pulsar::PulsarSettings,
+    topic: &str,
+    options: pulsar::ProducerOptions,
+    messages: impl Iterator<Item = pulsar::producer::Message>,
+) -> anyhow::Result<std::time::Duration> {
+    let client = settings.connect().await?;
+    let mut producer = client
+        .producer()
+        .with_topic(topic)
+        .with_options(options)
+        .build()
+        .await?;
+    let started = std::time::Instant::now();
+    let mut receipts = Vec::with_capacity(messages.size_hint().0);
+    for message in messages {
+        receipts.push(producer.send_non_blocking(message).await?);
+    }
+    for receipt in receipts {
+        receipt.await?;
+    }
+    let elapsed = started.elapsed();
+    producer.close().await?;
+    Ok(elapsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,34 +139,18 @@ async fn run_pulsar_rs(
     args: &ProducerBenchArgs,
     payload: &[u8],
 ) -> anyhow::Result<Duration> {
-    let client = settings.connect().await?;
-    let mut producer = client
-        .producer()
-        .with_topic(topic)
-        .with_options(ProducerOptions {
-            batch_size: Some(args.batch_messages),
-            batch_byte_size: Some(args.batch_bytes),
-            batch_timeout: Some(Duration::from_millis(args.batch_delay_ms)),
-            block_queue_if_full: true,
-            ..Default::default()
-        })
-        .build()
-        .await?;
-    let started = Instant::now();
-    let mut receipts = Vec::with_capacity(usize::try_from(args.messages).unwrap_or(0));
-    for _ in 0..args.messages {
-        let message = Message {
-            payload: payload.to_vec(),
-            ..Default::default()
-        };
-        receipts.push(producer.send_non_blocking(message).await?);
-    }
-    for receipt in receipts {
-        receipt.await?;
-    }
-    let elapsed = started.elapsed();
-    producer.close().await?;
-    Ok(elapsed)
+    let options = ProducerOptions {
+        batch_size: Some(args.batch_messages),
+        batch_byte_size: Some(args.batch_bytes),
+        batch_timeout: Some(Duration::from_millis(args.batch_delay_ms)),
+        block_queue_if_full: true,
+        ..Default::default()
+    };
+    let messages = (0..args.messages).map(|_| Message {
+        payload: payload.to_vec(),
+        ..Default::default()
+    });
+    super::publish_pulsar_rs(settings, topic, options, messages).await
 }
 
 /// Publishes through Ferry's producer session with sequence ids 1..=messages; returns the time

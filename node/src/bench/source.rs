@@ -227,30 +227,15 @@ pub(super) async fn publish_with_pulsar_rs(
     count: u64,
     payload_size: usize,
 ) -> anyhow::Result<Duration> {
-    let client = settings.connect().await?;
-    let mut producer = client
-        .producer()
-        .with_topic(topic)
-        .with_options(batched_producer_options())
-        .build()
-        .await?;
-    let started = Instant::now();
-    let mut receipts = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for index in 0..count {
+    let messages = (0..count).map(|index| {
         let record = datagen::record(SEED, index, payload_size);
-        let message = Message {
+        Message {
             payload: record.value,
             partition_key: record.key,
             ..Default::default()
-        };
-        receipts.push(producer.send_non_blocking(message).await?);
-    }
-    for receipt in receipts {
-        receipt.await?;
-    }
-    let elapsed = started.elapsed();
-    producer.close().await?;
-    Ok(elapsed)
+        }
+    });
+    super::publish_pulsar_rs(settings, topic, batched_producer_options(), messages).await
 }
 
 /// Runs a datagen source instance to the end of its records under `guarantee`; returns the
