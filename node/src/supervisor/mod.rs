@@ -287,59 +287,38 @@ impl Supervisor {
             }
         }
         let node = self.node;
-        let wanted: BTreeMap<InstanceKey, (u64, Connector)> = self.meta.read_local(|state| {
-            state
-                .assignments
-                .iter()
-                .filter(|(_, assignment)| {
-                    assignment.node == node && assignment.phase == AssignmentPhase::Assigned
-                })
-                .filter_map(|(key, assignment)| {
-                    let connector = state.connectors.get(&key.connector)?;
-                    (connector.desired_state == DesiredState::Running
-                        && key.instance < connector.spec.parallelism)
-                        .then(|| (key.clone(), (assignment.epoch, connector.clone())))
-                })
-                .collect()
-        });
-        // Instances being handed off (Revoking): stopped below like anything not wanted, then
-        // confirmed, so the control loop may place them again. Stopping drops the instance
-        // without a final checkpoint: its successor resumes from the last committed one.
-        let revoking: Vec<(InstanceKey, u64)> = self.meta.read_local(|state| {
-            state
-                .assignments
-                .iter()
-                .filter(|(_, assignment)| {
-                    assignment.node == node && assignment.phase == AssignmentPhase::Revoking
-                })
-                .map(|(key, assignment)| (key.clone(), assignment.epoch))
-                .collect()
+        // One pass over this node's assignments: what should run, what is being handed off
+        // (Revoking: drained, then confirmed so the control loop may place it again), and
+        // what belongs to a connector asked to stop (drained, and stays assigned here).
+        let mut wanted: BTreeMap<InstanceKey, (u64, Connector)> = BTreeMap::new();
+        let mut revoking: Vec<(InstanceKey, u64)> = Vec::new();
+        let mut stopping: Vec<(InstanceKey, u64)> = Vec::new();
+        self.meta.read_local(|state| {
+            for (key, assignment) in &state.assignments {
+                if assignment.node != node {
+                    continue;
+                }
+                let handoff = (key.clone(), assignment.epoch);
+                if assignment.phase == AssignmentPhase::Revoking {
+                    revoking.push(handoff);
+                    continue;
+                }
+                let Some(connector) = state.connectors.get(&key.connector) else {
+                    continue;
+                };
+                match connector.desired_state {
+                    DesiredState::Stopped => stopping.push(handoff),
+                    DesiredState::Running if key.instance < connector.spec.parallelism => {
+                        wanted.insert(key.clone(), (assignment.epoch, connector.clone()));
+                    }
+                    DesiredState::Running => {}
+                }
+            }
         });
         self.confirming
             .retain(|handoff, _| revoking.contains(handoff));
-        // Instances of connectors asked to stop drain too (a final checkpoint), and stay
-        // assigned here.
-        let stopping: Vec<(InstanceKey, u64)> = self.meta.read_local(|state| {
-            state
-                .assignments
-                .iter()
-                .filter(|(key, assignment)| {
-                    assignment.node == node
-                        && assignment.phase == AssignmentPhase::Assigned
-                        && state
-                            .connectors
-                            .get(&key.connector)
-                            .is_some_and(|connector| {
-                                connector.desired_state == DesiredState::Stopped
-                            })
-                })
-                .map(|(key, assignment)| (key.clone(), assignment.epoch))
-                .collect()
-        });
         for (key, epoch) in &stopping {
-            if self.drained(key, *epoch, "stopping: draining the instance") {
-                self.instances.remove(key);
-            }
+            self.drained(key, *epoch, "stopping: draining the instance");
         }
         // Stop what is no longer wanted as it runs.
         // An updated connector's instances drain (a final checkpoint) before the new version
