@@ -9,20 +9,68 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferry_actors::api::registry::{self, ConnectorKind};
+use ferry_actors::api::registry::InstanceContext;
 use ferry_actors::api::{
-    ConnectorError, InputMessageId, Position, Record, Sink, SinkDelivery, SinkRecord, SinkResume,
-    Source, SourceRead, SourceRecord,
+    ConnectorError, InputMessageId, Position, Record, Sink, SinkRecord, SinkResume, Source,
+    SourceRead, SourceRecord,
 };
+use ferry_actors::api::{Guarantee, Kind};
+use ferry_actors::connectors::registry;
 use ferry_test_support::wait;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Builds and checks connectors from JSON values, as the admin API and supervisor do.
+trait FromJson {
+    fn source_from(&self, config: serde_json::Value) -> Result<Box<dyn Source>, ConnectorError>;
+    fn sink_from(&self, config: serde_json::Value) -> Result<Box<dyn Sink>, ConnectorError>;
+    fn check(&self, config: &serde_json::Value) -> Result<(), ConnectorError>;
+}
+
+fn object(config: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match config {
+        serde_json::Value::Object(object) => object,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+impl FromJson for ferry_actors::api::registry::ConnectorType {
+    fn source_from(&self, config: serde_json::Value) -> Result<Box<dyn Source>, ConnectorError> {
+        self.build_source(
+            &self.validate(&object(config), &InstanceContext::single("test/default/c"))?,
+            &InstanceContext::single("test/default/c"),
+            Guarantee::EffectivelyOnce,
+        )
+    }
+
+    fn sink_from(&self, config: serde_json::Value) -> Result<Box<dyn Sink>, ConnectorError> {
+        self.build_sink(
+            &self.validate(&object(config), &InstanceContext::single("test/default/c"))?,
+            &InstanceContext::single("test/default/c"),
+            Guarantee::EffectivelyOnce,
+        )
+    }
+
+    fn check(&self, config: &serde_json::Value) -> Result<(), ConnectorError> {
+        self.validate(
+            &object(config.clone()),
+            &InstanceContext::single("test/default/c"),
+        )
+        .map(drop)
+    }
+}
+
+/// A read deadline of now: a source returns what it has at once.
+fn now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
 fn file_source(path_glob: &Path) -> Box<dyn Source> {
-    registry::find(ConnectorKind::Source, "file")
+    registry()
+        .find(Kind::Source, "file")
         .expect("the file source is registered")
-        .build_source(&json!({"path_glob": path_glob, "poll_interval_ms": 1}))
+        .source_from(json!({"path_glob": path_glob, "poll_interval_ms": 1}))
         .expect("a valid config")
 }
 
@@ -41,7 +89,7 @@ async fn read_exactly(source: &mut dyn Source, count: usize, why: &str) -> Vec<S
     wait::until(why, DEADLINE, || async {
         let mut guard = state.lock().await;
         let (source, records) = &mut *guard;
-        if let SourceRead::Records(batch) = source.read(3).await.expect("read") {
+        if let SourceRead::Records(batch) = source.read(3, now()).await.expect("read") {
             records.extend(batch);
         }
         (records.len() >= count).then_some(())
@@ -55,7 +103,7 @@ async fn read_exactly(source: &mut dyn Source, count: usize, why: &str) -> Vec<S
 /// Returns the records read from `position` until the source has nothing more.
 async fn read_until_idle(source: &mut dyn Source) -> Vec<SourceRecord> {
     let mut records = Vec::new();
-    while let SourceRead::Records(batch) = source.read(2).await.expect("read") {
+    while let SourceRead::Records(batch) = source.read(2, now()).await.expect("read") {
         records.extend(batch);
     }
     records
@@ -70,7 +118,6 @@ async fn source_reads_lines_across_files_in_name_order() {
     std::fs::write(directory.path().join("c.txt"), "not matching\n").expect("write");
     std::fs::write(directory.path().join(".d.log"), "hidden\n").expect("write");
     let mut source = file_source(&directory.path().join("*.log"));
-    assert!(source.capabilities().replayable);
     source.open(None).await.expect("open");
 
     let records = read_until_idle(source.as_mut()).await;
@@ -97,7 +144,10 @@ async fn source_reads_lines_across_files_in_name_order() {
         ]
     );
     assert!(records.iter().all(|record| record.record.key.is_none()));
-    assert_eq!(source.read(10).await.expect("read"), SourceRead::Idle);
+    assert_eq!(
+        source.read(10, now()).await.expect("read"),
+        SourceRead::Idle
+    );
 }
 
 #[tokio::test]
@@ -222,9 +272,9 @@ async fn source_position_past_the_end_of_its_file_is_invalid() {
 
 #[test]
 fn source_configs_are_refused_naming_the_field() {
-    let file = registry::find(ConnectorKind::Source, "file").expect("registered");
+    let file = registry().find(Kind::Source, "file").expect("registered");
     assert!(file.effectively_once);
-    file.validate(&json!({"path_glob": "/tmp/*.log"}))
+    file.check(&json!({"path_glob": "/tmp/*.log"}))
         .expect("valid");
     for (config, field) in [
         (
@@ -243,7 +293,7 @@ fn source_configs_are_refused_naming_the_field() {
         ),
         (json!({"path_glob": "/tmp/*/x.log"}), "path_glob"),
     ] {
-        let error = file.validate(&config).expect_err("invalid");
+        let error = file.check(&config).expect_err("invalid");
         assert!(
             matches!(&error, ConnectorError::InvalidConfig { field: named, .. } if named == field),
             "{config}: {error}"
@@ -252,9 +302,10 @@ fn source_configs_are_refused_naming_the_field() {
 }
 
 fn file_sink(path: &Path) -> Box<dyn Sink> {
-    registry::find(ConnectorKind::Sink, "file")
+    registry()
+        .find(Kind::Sink, "file")
         .expect("the file sink is registered")
-        .build_sink(&json!({ "path": path }))
+        .sink_from(json!({ "path": path }))
         .expect("a valid config")
 }
 
@@ -301,7 +352,6 @@ async fn sink_appends_one_line_per_record_and_flush_returns_the_length() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let path = directory.path().join("new/dir/out.txt");
     let mut sink = file_sink(&path);
-    assert_eq!(sink.capabilities().delivery, SinkDelivery::Idempotent);
     assert_eq!(sink.open(&resume_at(None)).await.expect("open"), None);
     assert!(path.exists(), "open creates the file and its directory");
     sink.write(lines(0..3)).await.expect("write");
@@ -384,10 +434,11 @@ async fn sink_position_past_the_end_of_the_file_is_invalid() {
 
 #[tokio::test]
 async fn blackhole_counts_records_and_flushes_the_count() {
-    let blackhole = registry::find(ConnectorKind::Sink, "blackhole").expect("registered");
+    let blackhole = registry()
+        .find(Kind::Sink, "blackhole")
+        .expect("registered");
     assert!(blackhole.effectively_once);
-    let mut sink = blackhole.build_sink(&json!({})).expect("no fields needed");
-    assert_eq!(sink.capabilities().delivery, SinkDelivery::Idempotent);
+    let mut sink = blackhole.sink_from(json!({})).expect("no fields needed");
     sink.open(&resume_at(Some(5_u64.to_be_bytes().to_vec())))
         .await
         .expect("open");
@@ -401,11 +452,12 @@ async fn blackhole_counts_records_and_flushes_the_count() {
 
 #[test]
 fn sink_configs_are_refused_naming_the_field() {
-    let file = registry::find(ConnectorKind::Sink, "file").expect("registered");
+    let file = registry().find(Kind::Sink, "file").expect("registered");
     assert!(file.effectively_once);
-    file.validate(&json!({"path": "/tmp/out.txt"}))
-        .expect("valid");
-    let blackhole = registry::find(ConnectorKind::Sink, "blackhole").expect("registered");
+    file.check(&json!({"path": "/tmp/out.txt"})).expect("valid");
+    let blackhole = registry()
+        .find(Kind::Sink, "blackhole")
+        .expect("registered");
     for (connector_type, config, field) in [
         (
             file,
@@ -417,13 +469,15 @@ fn sink_configs_are_refused_naming_the_field() {
         (file, json!({"path": ""}), "path"),
         (blackhole, json!({"count": 1}), "count"),
     ] {
-        let error = connector_type.validate(&config).expect_err("invalid");
+        let error = connector_type.check(&config).expect_err("invalid");
         assert!(
             matches!(&error, ConnectorError::InvalidConfig { field: named, .. } if named == field),
             "{config}: {error}"
         );
     }
-    let error = registry::find(ConnectorKind::Source, "blackhole").expect_err("a sink only");
+    let error = registry()
+        .find(Kind::Source, "blackhole")
+        .expect_err("a sink only");
     assert!(error.to_string().contains("source_type"), "{error}");
 }
 

@@ -10,8 +10,10 @@
 
 use std::str::FromStr;
 
-use ferry_actors::api::registry::{self, ConnectorKind};
+use ferry_actors::api::registry::InstanceContext;
 use ferry_actors::api::{ConnectorError, InputMessageId, Record, Sink, SinkRecord, SinkResume};
+use ferry_actors::api::{Guarantee, Kind};
+use ferry_actors::connectors::registry;
 use ferry_test_support::postgres::pg_url;
 use ferry_test_support::unique_name;
 use serde_json::{Value, json};
@@ -73,9 +75,18 @@ async fn open_sink(extra: Value) -> Box<dyn Sink> {
 }
 
 fn build(config: &Value) -> Result<Box<dyn Sink>, ConnectorError> {
-    registry::find(ConnectorKind::Sink, "postgres")
-        .expect("the postgres sink is registered")
-        .build_sink(config)
+    let postgres = registry()
+        .find(Kind::Sink, "postgres")
+        .expect("the postgres sink is registered");
+    let Value::Object(config) = config else {
+        panic!("a config object");
+    };
+    let context = InstanceContext::single("public/default/pg");
+    postgres.build_sink(
+        &postgres.validate(config, &context)?,
+        &context,
+        Guarantee::EffectivelyOnce,
+    )
 }
 
 fn resume(instance: &str, epoch: u64) -> SinkResume {

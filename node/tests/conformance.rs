@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_actors::api::ConnectorError;
-use ferry_actors::api::registry::{self, ConnectorKind as TypeKind};
+use ferry_actors::api::registry::{self, InstanceContext};
+use ferry_actors::connectors::registry as types;
 use ferry_node::meta::state::{ConnectorKind, ConnectorSpec, Guarantee, InstanceKey, Secret};
 use ferry_node::supervisor::ReportedState;
 use ferry_test_support::postgres::pg_url;
@@ -58,14 +59,14 @@ const RATE: u64 = 1_000;
 
 /// A config a connector type refuses, and the field its error must name.
 struct BadConfig {
-    kind: TypeKind,
+    kind: ConnectorKind,
     connector_type: &'static str,
     config: Value,
     field: &'static str,
 }
 
 fn bad(
-    kind: TypeKind,
+    kind: ConnectorKind,
     connector_type: &'static str,
     config: Value,
     field: &'static str,
@@ -105,7 +106,7 @@ fn bad_configs() -> Vec<BadConfig> {
         }
         config
     };
-    use TypeKind::{Sink, Source};
+    use ConnectorKind::{Sink, Source};
     vec![
         bad(Source, "datagen", json!({"rate": 0}), "rate"),
         bad(
@@ -189,13 +190,18 @@ fn bad_configs() -> Vec<BadConfig> {
 
 /// Returns the spec storing `config` as the admin API would: plain values as JSON texts,
 /// secret fields apart.
-fn stored_spec(kind: TypeKind, connector_type: &str, config: &Value, topic: &str) -> ConnectorSpec {
-    let definition = registry::find(kind, connector_type).expect("a built-in type");
-    let stored = registry::split_config(definition, config).expect("a config object");
-    let kind = match kind {
-        TypeKind::Source => ConnectorKind::Source,
-        TypeKind::Sink => ConnectorKind::Sink,
-    };
+fn stored_spec(
+    kind: ConnectorKind,
+    connector_type: &str,
+    config: &Value,
+    topic: &str,
+) -> ConnectorSpec {
+    let definition = types().find(kind, connector_type).expect("a built-in type");
+    let stored = registry::split_config(
+        &definition.definition,
+        config.as_object().expect("a config object"),
+    )
+    .expect("a config object");
     let mut spec = spec(kind, connector_type, &[], topic, Guarantee::AtLeastOnce);
     spec.config = stored.plain;
     spec.secrets = stored
@@ -209,21 +215,25 @@ fn stored_spec(kind: TypeKind, connector_type: &str, config: &Value, topic: &str
 #[test]
 fn t10_every_type_refuses_bad_configs_naming_the_field() {
     let cases = bad_configs();
-    for connector_type in registry::builtin() {
+    for connector_type in types().types() {
         assert!(
-            cases.iter().any(|case| case.kind == connector_type.kind()
+            cases.iter().any(|case| case.kind == connector_type.kind
                 && case.connector_type == connector_type.name),
             "the {} type {} has no bad-config case",
-            connector_type.kind(),
+            connector_type.kind,
             connector_type.name
         );
     }
     let mut problems = Vec::new();
     for case in cases {
         let what = format!("{} {} {}", case.kind, case.connector_type, case.config);
-        let outcome = registry::find(case.kind, case.connector_type)
+        let outcome = types()
+            .find(case.kind, case.connector_type)
             .expect("a built-in type")
-            .validate(&case.config);
+            .validate(
+                case.config.as_object().expect("a config object"),
+                &InstanceContext::single("conformance"),
+            );
         match outcome {
             Err(ConnectorError::InvalidConfig { field, reason })
                 if field == case.field && !reason.is_empty() && !reason.contains(SECRET) => {}
@@ -249,17 +259,22 @@ fn t11_an_instance_with_a_bad_config_is_failed_with_the_reason_and_retried() {
         let mut cases = bad_configs();
         // What validation cannot know and a running instance finds out.
         let missing_table = postgres_config(&pg, &unique_name("absent").replace('-', "_"));
-        cases.push(bad(TypeKind::Sink, "postgres", missing_table, "table"));
+        cases.push(bad(ConnectorKind::Sink, "postgres", missing_table, "table"));
         let mut wrong_password = postgres_config(&pg, "conformance_table");
         wrong_password["password"] = json!(SECRET);
-        cases.push(bad(TypeKind::Sink, "postgres", wrong_password, "password"));
+        cases.push(bad(
+            ConnectorKind::Sink,
+            "postgres",
+            wrong_password,
+            "password",
+        ));
 
         let mut created = Vec::new();
         for case in &cases {
             let output = topic("conformance-bad-output");
             let topic = match case.kind {
-                TypeKind::Source => &output,
-                TypeKind::Sink => &input,
+                ConnectorKind::Source => &output,
+                ConnectorKind::Sink => &input,
             };
             let spec = stored_spec(case.kind, case.connector_type, &case.config, topic);
             let key = harness.create(&unique_name("bad"), spec).await;
@@ -735,7 +750,7 @@ impl PgUrl {
 
 /// A `postgres` sink spec for `config` (its password kept as a secret).
 fn stored_sink(config: &Value, input: &str, guarantee: Guarantee) -> ConnectorSpec {
-    let mut spec = stored_spec(TypeKind::Sink, "postgres", config, input);
+    let mut spec = stored_spec(ConnectorKind::Sink, "postgres", config, input);
     spec.guarantee = guarantee;
     spec
 }

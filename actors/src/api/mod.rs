@@ -1,12 +1,73 @@
 //! The connector API: what a source or sink implements. The instance actors
 //! ([`crate::instance`]) apply guarantees, checkpoints, retries and status around it.
+//!
+//! - this module: records, positions, the [`Source`] and [`Sink`] traits, [`Kind`] and
+//!   [`Guarantee`];
+//! - [`config`]: typed configs, [`config::Secret`], the config definition derived from them;
+//! - [`registry`]: the factory traits and the registry of connector types;
+//! - [`fixture`]: what a connector gives the conformance suite.
+//!
+//! A leaf: nothing here imports a connector.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
+pub mod config;
+pub mod fixture;
 pub mod registry;
+
+/// Whether a connector reads into Pulsar or writes out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// External system -> Pulsar.
+    Source,
+    /// Pulsar -> external system.
+    Sink,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Self::Source => "source",
+            Self::Sink => "sink",
+        })
+    }
+}
+
+/// Processing guarantees (../shared/DESIGN.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Guarantee {
+    /// Nothing repeated, loss possible.
+    AtMostOnce,
+    /// Nothing lost, repeats possible.
+    AtLeastOnce,
+    /// Every input yields exactly one output, across crashes and failover.
+    EffectivelyOnce,
+}
+
+impl Guarantee {
+    /// Every guarantee, weakest first.
+    pub const ALL: [Self; 3] = [Self::AtMostOnce, Self::AtLeastOnce, Self::EffectivelyOnce];
+
+    /// The name users write (`effectively-once`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AtMostOnce => "at-most-once",
+            Self::AtLeastOnce => "at-least-once",
+            Self::EffectivelyOnce => "effectively-once",
+        }
+    }
+}
+
+impl fmt::Display for Guarantee {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
 
 /// One piece of data moving through Ferry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -46,7 +107,7 @@ pub enum SourceRead {
     End,
 }
 
-/// What a source can promise.
+/// What a source type can promise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceCapabilities {
     /// Reading from a position always yields the same records in the same order, so a replay
@@ -107,19 +168,31 @@ pub enum ConnectorError {
 
 /// A source of records from an external system. Driven by one instance actor at a time.
 pub trait Source: Send + fmt::Debug {
-    /// What this source promises.
-    fn capabilities(&self) -> SourceCapabilities;
-
     /// Prepares to read from `position` (`None`: the configured start).
     fn open(&mut self, position: Option<&Position>) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
-    /// Reads up to `max_records` records.
-    fn read(&mut self, max_records: usize) -> BoxFuture<'_, Result<SourceRead, ConnectorError>>;
+    /// Reads up to `max_records` records, waiting for the first one until `deadline` at the
+    /// latest: it returns as soon as records are available, and [`SourceRead::Idle`] when none
+    /// came by the deadline. An idle source waits (on its system, a timer, a notification)
+    /// instead of returning at once, so an idle instance costs no CPU.
+    fn read(
+        &mut self,
+        max_records: usize,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<SourceRead, ConnectorError>>;
+
+    /// Called once a checkpoint covering every record up to `position` has committed: a queue
+    /// source acknowledges upstream (RabbitMQ, MQTT, NATS, a CDC slot) only now. The default
+    /// does nothing (a replayable source keeps no upstream state).
+    fn committed(&mut self, position: &Position) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        let _ = position;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A message's position within one partition topic, ordered like the topic: enough to skip
 /// it on a replay (every id at or below a partition's checkpointed one was written already).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct InputMessageId {
     /// The ledger.
     pub ledger_id: u64,
@@ -163,7 +236,7 @@ pub enum SinkDelivery {
     Neither,
 }
 
-/// What a sink can promise.
+/// What a sink type can promise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SinkCapabilities {
     /// How its output can be made effectively-once.
@@ -186,14 +259,22 @@ pub struct SinkResume {
     pub epoch: u64,
 }
 
+/// A record of a batch a sink could not write: the record itself is at fault (not JSON,
+/// wrong shape, a constraint violation), so retrying does not help. The instance applies the
+/// connector's error policy to it (fail, skip or dead-letter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its index in the batch given to [`Sink::write`].
+    pub index: usize,
+    /// Why it cannot be written.
+    pub reason: String,
+}
+
 /// A sink writing records to an external system. Driven by one instance actor at a time.
 ///
 /// The instance calls `open` once, then `write` batches and `flush` at each checkpoint; only
 /// after `flush` returns does it commit the checkpoint and acknowledge the input.
 pub trait Sink: Send + fmt::Debug {
-    /// What this sink promises.
-    fn capabilities(&self) -> SinkCapabilities;
-
     /// Connects and recovers. A transactional sink returns the input position it stored
     /// itself (which then wins over `resume.input`); an idempotent sink restores its output to
     /// `resume.sink` (for example truncating a file back to that length) and returns `None`.
@@ -202,8 +283,13 @@ pub trait Sink: Send + fmt::Debug {
         resume: &SinkResume,
     ) -> BoxFuture<'_, Result<Option<Position>, ConnectorError>>;
 
-    /// Writes a batch. The writes need not be durable before [`Sink::flush`].
-    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>>;
+    /// Writes a batch. The writes need not be durable before [`Sink::flush`]. Returns the
+    /// records it could not write because of the records themselves (every other record of
+    /// the batch is written); an error is a failure of the system (the instance retries).
+    fn write(
+        &mut self,
+        records: Vec<SinkRecord>,
+    ) -> BoxFuture<'_, Result<Vec<Rejected>, ConnectorError>>;
 
     /// Makes every write so far durable; a transactional sink stores `input` (the position
     /// after them) in the same transaction. Returns the sink's own position to checkpoint

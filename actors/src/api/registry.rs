@@ -1,125 +1,252 @@
-//! The built-in connector types: their names, documented config definitions and the
-//! guarantees they can offer, and how to build one from a config.
+//! Connector types: the factory traits a connector implements, and the [`Registry`] that maps a
+//! type name (or its Pulsar IO alias) to one.
+//!
+//! A connector is a folder under `connectors/` with a typed config struct
+//! ([`super::config::ConnectorConfig`]) and a factory ([`SourceFactory`] and/or
+//! [`SinkFactory`]); one line in `connectors/mod.rs` registers it. Everything the runtime and
+//! the admin API need comes from the factory: the config definition, validation (the generic
+//! check plus a dry build), the guarantees the type can offer, how to build an instance, how
+//! its position reads as text, and its conformance fixture.
 //!
 //! A connector's config travels as a JSON object. In the metadata store each plain value is
-//! kept as its JSON text under its field name, and each field declared `secret` apart from the
-//! others ([`split_config`] / [`join_config`]), so read paths can leave secrets out. A secret
-//! value may be a reference, `env:NAME` or `file:/path`, resolved on the node that runs the
-//! instance ([`resolve_secret`]).
+//! kept as its JSON text under its field name, and each secret field apart from the others
+//! ([`split_config`] / [`join_config`]), so read paths can leave secrets out.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{ConnectorError, Sink, Source};
-use crate::connectors;
-use crate::instance::Guarantee;
+use super::config::{ConfigDefinition, ConnectorConfig};
+use super::fixture::{SinkFixture, SourceFixture};
+use super::{
+    ConnectorError, Guarantee, Kind, Position, Sink, SinkCapabilities, SinkDelivery, Source,
+    SourceCapabilities,
+};
 
-/// Whether a connector type reads into Pulsar or writes out of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorKind {
-    /// External system -> Pulsar.
-    Source,
-    /// Pulsar -> external system.
-    Sink,
+/// Which instance a connector is built for: lets instances of one connector split the work
+/// (a partition each, disjoint generated records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceContext {
+    /// `tenant/namespace/name` of the connector.
+    pub connector: String,
+    /// This instance's index, from 0.
+    pub index: u32,
+    /// How many instances the connector runs.
+    pub parallelism: u32,
 }
 
-impl fmt::Display for ConnectorKind {
+impl InstanceContext {
+    /// The context of instance 0 of a connector with one instance (validation, tests).
+    pub fn single(connector: impl Into<String>) -> Self {
+        Self {
+            connector: connector.into(),
+            index: 0,
+            parallelism: 1,
+        }
+    }
+}
+
+/// A source connector type.
+pub trait SourceFactory: 'static {
+    /// Its config; its doc comments are the config definition.
+    type Config: ConnectorConfig;
+    /// Its name (`--source-type`).
+    const NAME: &'static str;
+    /// Other names accepted for it (its Pulsar IO counterpart's).
+    const ALIASES: &'static [&'static str] = &[];
+    /// What it can promise.
+    const CAPABILITIES: SourceCapabilities;
+
+    /// Builds an instance from a validated config without connecting anywhere (connecting is
+    /// [`Source::open`]'s job): admin validation runs this as a dry build.
+    fn build(
+        config: Self::Config,
+        context: &InstanceContext,
+    ) -> Result<Box<dyn Source>, ConnectorError>;
+
+    /// Renders a position for status and `offsets get` (default: hex bytes).
+    fn render_position(position: &[u8]) -> Result<String, ConnectorError> {
+        Ok(hex(position))
+    }
+
+    /// Parses what [`Self::render_position`] renders, for `offsets reset --position`.
+    fn parse_position(text: &str) -> Result<Position, ConnectorError> {
+        unhex(text)
+    }
+
+    /// Its conformance fixture; every built-in type has one (a guard test checks).
+    fn fixture() -> Option<Box<dyn SourceFixture>> {
+        None
+    }
+}
+
+/// A sink connector type.
+pub trait SinkFactory: 'static {
+    /// Its config; its doc comments are the config definition.
+    type Config: ConnectorConfig;
+    /// Its name (`--sink-type`).
+    const NAME: &'static str;
+    /// Other names accepted for it (its Pulsar IO counterpart's).
+    const ALIASES: &'static [&'static str] = &[];
+    /// What it can promise.
+    const CAPABILITIES: SinkCapabilities;
+
+    /// Builds an instance from a validated config without connecting anywhere (connecting is
+    /// [`Sink::open`]'s job): admin validation runs this as a dry build.
+    fn build(
+        config: Self::Config,
+        context: &InstanceContext,
+    ) -> Result<Box<dyn Sink>, ConnectorError>;
+
+    /// Renders the sink's own position (what [`Sink::flush`] returns) for status and `offsets
+    /// get` (default: hex bytes).
+    fn render_position(position: &[u8]) -> Result<String, ConnectorError> {
+        Ok(hex(position))
+    }
+
+    /// Parses what [`Self::render_position`] renders.
+    fn parse_position(text: &str) -> Result<Position, ConnectorError> {
+        unhex(text)
+    }
+
+    /// Its conformance fixture; every built-in type has one (a guard test checks).
+    fn fixture() -> Option<Box<dyn SinkFixture>> {
+        None
+    }
+}
+
+type SourceBuilder = fn(
+    &ConfigDefinition,
+    &Map<String, Value>,
+    &InstanceContext,
+) -> Result<Box<dyn Source>, ConnectorError>;
+type SinkBuilder = fn(
+    &ConfigDefinition,
+    &Map<String, Value>,
+    &InstanceContext,
+) -> Result<Box<dyn Sink>, ConnectorError>;
+
+/// How a type builds instances and makes its fixture.
+#[derive(Clone, Copy)]
+enum Builder {
+    Source {
+        build: SourceBuilder,
+        fixture: fn() -> Option<Box<dyn SourceFixture>>,
+    },
+    Sink {
+        build: SinkBuilder,
+        fixture: fn() -> Option<Box<dyn SinkFixture>>,
+    },
+}
+
+/// A connector type's fixture, of its kind.
+pub enum Fixture {
+    /// A source's.
+    Source(Box<dyn SourceFixture>),
+    /// A sink's.
+    Sink(Box<dyn SinkFixture>),
+}
+
+impl fmt::Debug for Fixture {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(match self {
-            Self::Source => "source",
-            Self::Sink => "sink",
+            Self::Source(_) => "Fixture::Source",
+            Self::Sink(_) => "Fixture::Sink",
         })
     }
 }
 
-/// The JSON type of a config field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    /// A string.
-    String,
-    /// A whole number.
-    Integer,
-    /// `true` or `false`.
-    Boolean,
-    /// A list of strings.
-    StringList,
-    /// An object.
-    Object,
-}
-
-impl fmt::Display for FieldType {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            Self::String => "string",
-            Self::Integer => "integer",
-            Self::Boolean => "boolean",
-            Self::StringList => "list of strings",
-            Self::Object => "object",
-        })
-    }
-}
-
-/// One documented config field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigField {
-    /// The key in the config object.
-    pub name: &'static str,
-    /// Its JSON type.
-    pub field_type: FieldType,
-    /// Whether it must be given.
-    pub required: bool,
-    /// The value used when absent, as JSON text.
-    pub default: Option<&'static str>,
-    /// A password or token: accepted, never shown back, never logged.
-    pub secret: bool,
-    /// What it does.
-    pub description: &'static str,
-}
-
-/// Builds a source from a validated config object.
-pub type SourceBuilder = fn(&Value) -> Result<Box<dyn Source>, ConnectorError>;
-/// Builds a sink from a validated config object.
-pub type SinkBuilder = fn(&Value) -> Result<Box<dyn Sink>, ConnectorError>;
-
-/// How a connector type is built.
-#[derive(Debug, Clone, Copy)]
-pub enum Builder {
-    /// A source.
-    Source(SourceBuilder),
-    /// A sink.
-    Sink(SinkBuilder),
-}
-
-/// A built-in connector type.
-#[derive(Debug, Clone, Copy)]
+/// A registered connector type.
+#[derive(Clone)]
 pub struct ConnectorType {
-    /// Its name (`--source-type` / `--sink-type`).
+    /// Source or sink.
+    pub kind: Kind,
+    /// Its name.
     pub name: &'static str,
-    /// One line on what it does.
-    pub description: &'static str,
-    /// Its config definition.
-    pub fields: &'static [ConfigField],
+    /// Other names accepted for it (Pulsar IO's).
+    pub aliases: &'static [&'static str],
+    /// Its config definition (its description is the type's).
+    pub definition: ConfigDefinition,
     /// Whether it can run effectively-once (a replayable source; a transactional or
     /// idempotent sink).
     pub effectively_once: bool,
-    /// How to build one.
-    pub builder: Builder,
+    builder: Builder,
+    render_position: fn(&[u8]) -> Result<String, ConnectorError>,
+    parse_position: fn(&str) -> Result<Position, ConnectorError>,
+}
+
+impl fmt::Debug for ConnectorType {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ConnectorType")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("aliases", &self.aliases)
+            .field("effectively_once", &self.effectively_once)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_source<F: SourceFactory>(
+    definition: &ConfigDefinition,
+    config: &Map<String, Value>,
+    context: &InstanceContext,
+) -> Result<Box<dyn Source>, ConnectorError> {
+    F::build(definition.parse::<F::Config>(config)?, context)
+}
+
+fn build_sink<F: SinkFactory>(
+    definition: &ConfigDefinition,
+    config: &Map<String, Value>,
+    context: &InstanceContext,
+) -> Result<Box<dyn Sink>, ConnectorError> {
+    F::build(definition.parse::<F::Config>(config)?, context)
 }
 
 impl ConnectorType {
-    /// Source or sink.
-    pub fn kind(&self) -> ConnectorKind {
-        match self.builder {
-            Builder::Source(_) => ConnectorKind::Source,
-            Builder::Sink(_) => ConnectorKind::Sink,
+    /// The type of source factory `F`.
+    pub fn source<F: SourceFactory>() -> Self {
+        Self {
+            kind: Kind::Source,
+            name: F::NAME,
+            aliases: F::ALIASES,
+            definition: ConfigDefinition::of::<F::Config>(),
+            effectively_once: F::CAPABILITIES.replayable,
+            builder: Builder::Source {
+                build: build_source::<F>,
+                fixture: F::fixture,
+            },
+            render_position: F::render_position,
+            parse_position: F::parse_position,
         }
     }
 
-    /// Returns the field named `name`.
-    pub fn field(&self, name: &str) -> Option<&'static ConfigField> {
-        self.fields.iter().find(|field| field.name == name)
+    /// The type of sink factory `F`.
+    pub fn sink<F: SinkFactory>() -> Self {
+        Self {
+            kind: Kind::Sink,
+            name: F::NAME,
+            aliases: F::ALIASES,
+            definition: ConfigDefinition::of::<F::Config>(),
+            effectively_once: F::CAPABILITIES.delivery != SinkDelivery::Neither,
+            builder: Builder::Sink {
+                build: build_sink::<F>,
+                fixture: F::fixture,
+            },
+            render_position: F::render_position,
+            parse_position: F::parse_position,
+        }
+    }
+
+    /// One line on what it does (its config struct's doc comment).
+    pub fn description(&self) -> &str {
+        &self.definition.description
+    }
+
+    /// Whether `name` names this type (its name or an alias).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name == name || self.aliases.contains(&name)
     }
 
     /// Checks that this type can offer `guarantee`.
@@ -129,83 +256,140 @@ impl ConnectorType {
                 field: "processing_guarantees".to_owned(),
                 reason: format!(
                     "the {} type {} cannot offer effectively-once (use at-least-once)",
-                    self.kind(),
-                    self.name
+                    self.kind, self.name
                 ),
             });
         }
         Ok(())
     }
 
-    /// Validates `config` (a JSON object) without connecting anywhere: unknown fields, missing
-    /// required ones, types and ranges, each named in the error.
-    pub fn validate(&self, config: &Value) -> Result<(), ConnectorError> {
+    /// Validates `config` without connecting anywhere: the generic check (unknown, mistyped
+    /// and missing fields), the config's own validation, then a dry build for `context`.
+    /// Returns the config with aliases renamed to the fields' own names.
+    pub fn validate(
+        &self,
+        config: &Map<String, Value>,
+        context: &InstanceContext,
+    ) -> Result<Map<String, Value>, ConnectorError> {
+        let canonical = self.definition.check(config)?;
         match self.builder {
-            Builder::Source(build) => build(config).map(drop),
-            Builder::Sink(build) => build(config).map(drop),
+            Builder::Source { build, .. } => {
+                build(&self.definition, &canonical, context).map(drop)?
+            }
+            Builder::Sink { build, .. } => {
+                build(&self.definition, &canonical, context).map(drop)?
+            }
+        }
+        Ok(canonical)
+    }
+
+    /// Builds a source for `guarantee` from `config`; fails for a sink type.
+    pub fn build_source(
+        &self,
+        config: &Map<String, Value>,
+        context: &InstanceContext,
+        guarantee: Guarantee,
+    ) -> Result<Box<dyn Source>, ConnectorError> {
+        self.check_guarantee(guarantee)?;
+        match self.builder {
+            Builder::Source { build, .. } => build(&self.definition, config, context),
+            Builder::Sink { .. } => Err(wrong_kind(self, Kind::Source)),
         }
     }
 
-    /// Builds a source from `config`; fails for a sink type.
-    pub fn build_source(&self, config: &Value) -> Result<Box<dyn Source>, ConnectorError> {
+    /// Builds a sink for `guarantee` from `config`; fails for a source type.
+    pub fn build_sink(
+        &self,
+        config: &Map<String, Value>,
+        context: &InstanceContext,
+        guarantee: Guarantee,
+    ) -> Result<Box<dyn Sink>, ConnectorError> {
+        self.check_guarantee(guarantee)?;
         match self.builder {
-            Builder::Source(build) => build(config),
-            Builder::Sink(_) => Err(wrong_kind(self, ConnectorKind::Source)),
+            Builder::Sink { build, .. } => build(&self.definition, config, context),
+            Builder::Source { .. } => Err(wrong_kind(self, Kind::Sink)),
         }
     }
 
-    /// Builds a sink from `config`; fails for a source type.
-    pub fn build_sink(&self, config: &Value) -> Result<Box<dyn Sink>, ConnectorError> {
+    /// Renders a position of this type (a source's position, a sink's own) as text.
+    pub fn render_position(&self, position: &[u8]) -> Result<String, ConnectorError> {
+        (self.render_position)(position)
+    }
+
+    /// Parses a position of this type from the text [`Self::render_position`] renders.
+    pub fn parse_position(&self, text: &str) -> Result<Position, ConnectorError> {
+        (self.parse_position)(text)
+    }
+
+    /// Its conformance fixture, when it has one.
+    pub fn fixture(&self) -> Option<Fixture> {
         match self.builder {
-            Builder::Sink(build) => build(config),
-            Builder::Source(_) => Err(wrong_kind(self, ConnectorKind::Sink)),
+            Builder::Source { fixture, .. } => fixture().map(Fixture::Source),
+            Builder::Sink { fixture, .. } => fixture().map(Fixture::Sink),
         }
     }
 }
 
-fn wrong_kind(connector_type: &ConnectorType, wanted: ConnectorKind) -> ConnectorError {
+fn wrong_kind(connector_type: &ConnectorType, wanted: Kind) -> ConnectorError {
     ConnectorError::InvalidConfig {
         field: format!("{wanted}_type"),
         reason: format!(
             "{} is a {} type, not a {wanted} type",
-            connector_type.name,
-            connector_type.kind()
+            connector_type.name, connector_type.kind
         ),
     }
 }
 
-/// Every built-in connector type.
-pub fn builtin() -> &'static [ConnectorType] {
-    BUILTIN
+/// The connector types a node knows.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    types: Vec<ConnectorType>,
 }
 
-static BUILTIN: &[ConnectorType] = &[
-    connectors::datagen::CONNECTOR_TYPE,
-    connectors::postgres::CONNECTOR_TYPE,
-    connectors::file::SOURCE_TYPE,
-    connectors::file::SINK_TYPE,
-    connectors::blackhole::CONNECTOR_TYPE,
-];
+impl Registry {
+    /// Registers source factory `F`.
+    pub fn source<F: SourceFactory>(&mut self) -> &mut Self {
+        self.add(ConnectorType::source::<F>())
+    }
 
-/// Returns the built-in type `name` of `kind`, or an error naming the field and the choices.
-pub fn find(kind: ConnectorKind, name: &str) -> Result<&'static ConnectorType, ConnectorError> {
-    builtin()
-        .iter()
-        .find(|candidate| candidate.kind() == kind && candidate.name == name)
-        .ok_or_else(|| {
-            let known: Vec<&str> = builtin()
-                .iter()
-                .filter(|candidate| candidate.kind() == kind)
-                .map(|candidate| candidate.name)
-                .collect();
-            ConnectorError::InvalidConfig {
-                field: format!("{kind}_type"),
-                reason: format!(
-                    "unknown {kind} type {name:?} (built-in: {})",
-                    known.join(", ")
-                ),
-            }
-        })
+    /// Registers sink factory `F`.
+    pub fn sink<F: SinkFactory>(&mut self) -> &mut Self {
+        self.add(ConnectorType::sink::<F>())
+    }
+
+    /// Registers `connector_type`, replacing one of the same kind and name.
+    pub fn add(&mut self, connector_type: ConnectorType) -> &mut Self {
+        self.types.retain(|known| {
+            !(known.kind == connector_type.kind && known.name == connector_type.name)
+        });
+        self.types.push(connector_type);
+        self
+    }
+
+    /// Every type, in registration order.
+    pub fn types(&self) -> &[ConnectorType] {
+        &self.types
+    }
+
+    /// Returns the type `name` (or aliased so) of `kind`, or an error naming the field and
+    /// the choices.
+    pub fn find(&self, kind: Kind, name: &str) -> Result<&ConnectorType, ConnectorError> {
+        self.types
+            .iter()
+            .find(|candidate| candidate.kind == kind && candidate.is_named(name))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self
+                    .types
+                    .iter()
+                    .filter(|candidate| candidate.kind == kind)
+                    .map(|candidate| candidate.name)
+                    .collect();
+                ConnectorError::InvalidConfig {
+                    field: format!("{kind}_type"),
+                    reason: format!("unknown {kind} type {name:?} (known: {})", known.join(", ")),
+                }
+            })
+    }
 }
 
 /// A config split for storage: plain values as JSON texts, secret values apart.
@@ -217,21 +401,15 @@ pub struct StoredConfig {
     pub secrets: BTreeMap<String, String>,
 }
 
-/// Splits a config object into plain and secret values by `connector_type`'s definition.
-/// Fails unless `config` is an object whose secret fields are strings.
+/// Splits a config object into plain and secret values by `definition`. Fails when a secret
+/// field's value is not a string.
 pub fn split_config(
-    connector_type: &ConnectorType,
-    config: &Value,
+    definition: &ConfigDefinition,
+    config: &Map<String, Value>,
 ) -> Result<StoredConfig, ConnectorError> {
-    let object = config
-        .as_object()
-        .ok_or_else(|| ConnectorError::InvalidConfig {
-            field: "config".to_owned(),
-            reason: "must be a JSON object".to_owned(),
-        })?;
     let mut stored = StoredConfig::default();
-    for (name, value) in object {
-        if connector_type.field(name).is_some_and(|field| field.secret) {
+    for (name, value) in config {
+        if definition.field(name).is_some_and(|field| field.secret) {
             let text = value
                 .as_str()
                 .ok_or_else(|| ConnectorError::InvalidConfig {
@@ -246,11 +424,11 @@ pub fn split_config(
     Ok(stored)
 }
 
-/// Joins stored plain values and (resolved) secret values back into a config object.
+/// Joins stored plain values and secret values back into a config object.
 pub fn join_config(
     plain: &BTreeMap<String, String>,
     secrets: &BTreeMap<String, String>,
-) -> Result<Value, ConnectorError> {
+) -> Result<Map<String, Value>, ConnectorError> {
     let mut object = Map::new();
     for (name, text) in plain {
         let value = serde_json::from_str(text).map_err(|error| ConnectorError::InvalidConfig {
@@ -262,42 +440,62 @@ pub fn join_config(
     for (name, value) in secrets {
         object.insert(name.clone(), Value::String(value.clone()));
     }
-    Ok(Value::Object(object))
+    Ok(object)
 }
 
-/// Resolves a secret value: `env:NAME` reads the environment variable `NAME`, `file:/path`
-/// reads the file (without a trailing newline); anything else is the value itself. The error
-/// names `field` and the reference, never a value.
-pub fn resolve_secret(field: &str, value: &str) -> Result<String, ConnectorError> {
-    if let Some(name) = value.strip_prefix("env:") {
-        return std::env::var(name).map_err(|_| ConnectorError::InvalidConfig {
-            field: field.to_owned(),
-            reason: format!("environment variable {name} is not set on this node"),
-        });
+/// Renders bytes as lowercase hex (`hex:` then the digits; empty bytes as `hex:`).
+pub fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(4 + bytes.len() * 2);
+    text.push_str("hex:");
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
     }
-    if let Some(path) = value.strip_prefix("file:") {
-        return std::fs::read_to_string(path)
-            .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|error| ConnectorError::InvalidConfig {
-                field: field.to_owned(),
-                reason: format!("cannot read secret file {path}: {error}"),
-            });
-    }
-    Ok(value.to_owned())
+    text
 }
 
-/// Parses `config` into `T` (a `deny_unknown_fields` struct), naming the offending field.
-pub fn parse_config<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, ConnectorError> {
-    serde_json::from_value(config.clone()).map_err(|error| {
-        let message = error.to_string();
-        ConnectorError::InvalidConfig {
-            field: message
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "config".to_owned(), str::to_owned),
-            reason: message,
-        }
-    })
+/// Parses what [`hex`] renders.
+pub fn unhex(text: &str) -> Result<Position, ConnectorError> {
+    let digits = text
+        .trim()
+        .strip_prefix("hex:")
+        .ok_or_else(|| ConnectorError::InvalidPosition(format!("{text:?} is not hex:<digits>")))?;
+    if digits.len() % 2 != 0 {
+        return Err(ConnectorError::InvalidPosition(format!(
+            "{text:?} has an odd number of hex digits"
+        )));
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|at| {
+            u8::from_str_radix(&digits[at..at + 2], 16).map_err(|_| {
+                ConnectorError::InvalidPosition(format!("{text:?} holds a non-hex digit"))
+            })
+        })
+        .collect()
+}
+
+/// Renders a position that is one number (8 bytes big-endian) as `key=<n>`.
+pub fn render_u64_position(key: &str, position: &[u8]) -> Result<String, ConnectorError> {
+    let bytes: [u8; 8] = position.try_into().map_err(|_| {
+        ConnectorError::InvalidPosition(format!(
+            "a position of one number is 8 bytes, got {}",
+            position.len()
+        ))
+    })?;
+    Ok(format!("{key}={}", u64::from_be_bytes(bytes)))
+}
+
+/// Parses `key=<n>` into 8 bytes big-endian.
+pub fn parse_u64_position(key: &str, text: &str) -> Result<Position, ConnectorError> {
+    let number = text
+        .trim()
+        .strip_prefix(key)
+        .and_then(|rest| rest.strip_prefix('='))
+        .and_then(|digits| digits.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ConnectorError::InvalidPosition(format!("{text:?} is not {key}=<whole number>"))
+        })?;
+    Ok(number.to_be_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -305,89 +503,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_builtin_type_documents_its_fields_and_validates_its_defaults() {
-        for connector_type in builtin() {
-            assert!(
-                !connector_type.description.is_empty(),
-                "{}",
-                connector_type.name
-            );
-            for field in connector_type.fields {
-                assert!(
-                    !field.description.is_empty(),
-                    "{}.{}",
-                    connector_type.name,
-                    field.name
-                );
-                if let Some(default) = field.default {
-                    serde_json::from_str::<Value>(default).unwrap_or_else(|error| {
-                        panic!("{}.{} default: {error}", connector_type.name, field.name)
-                    });
-                }
-            }
-        }
-        let datagen = find(ConnectorKind::Source, "datagen").expect("datagen");
-        datagen
-            .validate(&serde_json::json!({"count": 10}))
-            .expect("valid");
-    }
-
-    #[test]
-    fn unknown_types_and_wrong_kinds_name_the_field() {
-        let error = find(ConnectorKind::Source, "nope").expect_err("unknown");
-        assert!(error.to_string().contains("source_type"), "{error}");
-        assert!(error.to_string().contains("datagen"), "{error}");
-        let error = find(ConnectorKind::Sink, "datagen").expect_err("a source type");
-        assert!(error.to_string().contains("sink_type"), "{error}");
-    }
-
-    #[test]
-    fn secrets_are_split_out_and_joined_back() {
-        static FIELDS: &[ConfigField] = &[ConfigField {
-            name: "password",
-            field_type: FieldType::String,
-            required: true,
-            default: None,
-            secret: true,
-            description: "a password",
-        }];
-        let connector_type = ConnectorType {
-            fields: FIELDS,
-            ..connectors::datagen::CONNECTOR_TYPE
-        };
-        let config = serde_json::json!({"password": "hunter2", "count": 3});
-        let stored = split_config(&connector_type, &config).expect("split");
-        assert_eq!(stored.plain.get("count").map(String::as_str), Some("3"));
-        assert!(!stored.plain.contains_key("password"));
+    fn hex_and_number_positions_read_back() {
+        assert_eq!(hex(&[0, 1, 0xab]), "hex:0001ab");
+        assert_eq!(unhex("hex:0001ab").expect("hex"), vec![0, 1, 0xab]);
+        assert_eq!(unhex("hex:").expect("empty"), Vec::<u8>::new());
+        assert!(unhex("0001").is_err());
+        assert!(unhex("hex:0g").is_err());
+        assert!(unhex("hex:001").is_err());
+        let position = 876_u64.to_be_bytes().to_vec();
         assert_eq!(
-            stored.secrets.get("password").map(String::as_str),
-            Some("hunter2")
+            render_u64_position("index", &position).expect("8 bytes"),
+            "index=876"
         );
         assert_eq!(
-            join_config(&stored.plain, &stored.secrets).expect("join"),
-            config
+            parse_u64_position("index", " index=876 ").expect("text"),
+            position
         );
-        let error = split_config(&connector_type, &serde_json::json!({"password": 1}))
-            .expect_err("not a string");
-        assert!(error.to_string().contains("password"), "{error}");
-    }
-
-    #[test]
-    fn secret_references_resolve_from_files_and_the_environment() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("secret");
-        std::fs::write(&path, "s3cret\n").expect("write");
-        assert_eq!(
-            resolve_secret("password", &format!("file:{}", path.display())).expect("file"),
-            "s3cret"
-        );
-        assert_eq!(resolve_secret("password", "plain").expect("plain"), "plain");
-        let error =
-            resolve_secret("password", "env:FERRY_SURELY_UNSET_VARIABLE").expect_err("unset");
-        assert!(error.to_string().contains("password"), "{error}");
-        assert!(
-            error.to_string().contains("FERRY_SURELY_UNSET_VARIABLE"),
-            "{error}"
-        );
+        assert!(parse_u64_position("index", "offset=1").is_err());
+        assert!(render_u64_position("index", &[1, 2]).is_err());
     }
 }

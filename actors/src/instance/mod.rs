@@ -80,16 +80,7 @@ impl fmt::Debug for Fence {
     }
 }
 
-/// Processing guarantees (../shared/DESIGN.md §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guarantee {
-    /// Nothing repeated, loss possible.
-    AtMostOnce,
-    /// Nothing lost, repeats possible.
-    AtLeastOnce,
-    /// Every input yields exactly one output, across crashes and failover.
-    EffectivelyOnce,
-}
+pub use crate::api::Guarantee;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

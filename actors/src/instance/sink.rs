@@ -24,9 +24,7 @@ use tracing::info;
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use super::source::{CheckpointPolicy, Drain, DrainFlag, GetStatus, SharedStatus, Stop, draining};
 use super::{Guarantee, InstanceState, record_end, update};
-use crate::api::{
-    ConnectorError, InputMessageId, Position, Record, Sink, SinkDelivery, SinkRecord, SinkResume,
-};
+use crate::api::{ConnectorError, InputMessageId, Position, Record, Sink, SinkRecord, SinkResume};
 use crate::pulsar::sink_consumer::{
     ConsumerError, InputMessage, SinkConsumer, SinkConsumerOptions, SinkSubscription, StartPosition,
 };
@@ -79,9 +77,6 @@ pub enum SinkInstanceError {
     /// The checkpoint store failed or fenced this instance off.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// Effectively-once needs a transactional or idempotent sink.
-    #[error("effectively-once needs a transactional or idempotent sink; this one is neither")]
-    NotEffectivelyOnce,
     /// This owner lost its lease: it stops without another write, commit or ack.
     #[error("fenced: this node lost its lease, so the instance stops")]
     Fenced,
@@ -371,11 +366,6 @@ async fn drive(
     status: SharedStatus,
     drain: DrainFlag,
 ) -> Result<(), SinkInstanceError> {
-    if config.guarantee == Guarantee::EffectivelyOnce
-        && sink.capabilities().delivery == SinkDelivery::Neither
-    {
-        return Err(SinkInstanceError::NotEffectivelyOnce);
-    }
     let stored = store.load().await?;
     let mut committed = stored
         .as_ref()
@@ -460,7 +450,26 @@ async fn drive(
         check_fence(&config)?;
         if !batch.is_empty() {
             let count = batch.len() as u64;
-            sink.write(std::mem::take(&mut batch)).await?;
+            let records = std::mem::take(&mut batch);
+            let sources: Vec<(String, InputMessageId)> = records
+                .iter()
+                .map(|record| (record.topic.clone(), record.message_id))
+                .collect();
+            let rejected = sink.write(records).await?;
+            // The error policy `fail`: a record the sink cannot write stops the instance,
+            // naming the message.
+            if let Some(first) = rejected.first() {
+                let (topic, message_id) = sources
+                    .get(first.index)
+                    .cloned()
+                    .unwrap_or_else(|| (String::new(), InputMessageId::default()));
+                return Err(ConnectorError::InvalidRecord {
+                    topic,
+                    message_id,
+                    reason: first.reason.clone(),
+                }
+                .into());
+            }
             uncommitted.written += count;
         }
         let due = draining

@@ -105,9 +105,6 @@ pub enum SourceInstanceError {
     /// The checkpoint store failed or fenced this instance off.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// Effectively-once needs a replayable source.
-    #[error("effectively-once needs a replayable source; this one is not")]
-    NotReplayable,
     /// This owner lost its lease: it stops without another read, send or commit.
     #[error("fenced: this node lost its lease, so the instance stops")]
     Fenced,
@@ -277,9 +274,6 @@ async fn drive(
     status: SharedStatus,
     drain: DrainFlag,
 ) -> Result<(), SourceInstanceError> {
-    if config.guarantee == Guarantee::EffectivelyOnce && !source.capabilities().replayable {
-        return Err(SourceInstanceError::NotReplayable);
-    }
     let checkpoint = store.load().await?;
     let mut committed = checkpoint.as_ref().map(|c| c.position.clone());
     source.open(committed.as_ref()).await?;
@@ -322,7 +316,15 @@ async fn drive(
         let due = confirmed_since_commit >= config.checkpoints.every_records
             || last_commit.elapsed() >= config.checkpoints.every;
         if config.guarantee != Guarantee::AtMostOnce && due && confirmed.is_some() {
-            commit(&config, &*store, &mut committed, confirmed.take(), &status).await?;
+            commit(
+                &config,
+                &*store,
+                &mut *source,
+                &mut committed,
+                confirmed.take(),
+                &status,
+            )
+            .await?;
             confirmed_since_commit = 0;
             last_commit = tokio::time::Instant::now();
         }
@@ -338,14 +340,30 @@ async fn drive(
                 }
                 None => {
                     if config.guarantee != Guarantee::AtMostOnce {
-                        commit(&config, &*store, &mut committed, confirmed.take(), &status).await?;
+                        commit(
+                            &config,
+                            &*store,
+                            &mut *source,
+                            &mut committed,
+                            confirmed.take(),
+                            &status,
+                        )
+                        .await?;
                     }
                     session.close().await?;
                     return Ok(());
                 }
             }
         }
-        match source.read(config.read_batch.max(1)).await? {
+        // Wait for input until the next checkpoint is due while sends are unconfirmed or
+        // uncommitted, else up to IDLE_WAIT: an idle instance wakes about once a second.
+        let wait = if in_flight.is_empty() && confirmed.is_none() {
+            IDLE_WAIT
+        } else {
+            config.checkpoints.every
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        match source.read(config.read_batch.max(1), deadline).await? {
             SourceRead::Records(records) => {
                 update(&status, |status| {
                     status.records_read += records.len() as u64
@@ -358,7 +376,15 @@ async fn drive(
                         last.position_after.clone(),
                         next_sequence + records.len() as u64 - 1,
                     ));
-                    commit(&config, &*store, &mut committed, eager, &status).await?;
+                    commit(
+                        &config,
+                        &*store,
+                        &mut *source,
+                        &mut committed,
+                        eager,
+                        &status,
+                    )
+                    .await?;
                 }
                 for record in records {
                     let sequence_id = next_sequence;
@@ -380,16 +406,8 @@ async fn drive(
                     status.last_progress = Some(SystemTime::now())
                 });
             }
-            SourceRead::Idle => {
-                // Nothing to read: wait for a receipt or a short while, whichever first.
-                tokio::select! {
-                    Some(done) = in_flight.next() => {
-                        confirm(&config, done, &mut confirmed, &status)?;
-                        confirmed_since_commit += 1;
-                    }
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
+            // Nothing came by the deadline: take receipts and commit at the top of the loop.
+            SourceRead::Idle => {}
             SourceRead::End => ended = true,
         }
     }
@@ -419,10 +437,16 @@ fn confirm(
     }
 }
 
-/// Commits `target` (position, last sequence id) after `committed`.
+/// The longest an idle source's read waits before the instance looks at receipts, drains
+/// and fences again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Commits `target` (position, last sequence id) after `committed`, then tells the source
+/// (which may acknowledge upstream now).
 async fn commit(
     config: &SourceInstanceConfig,
     store: &dyn CheckpointStore,
+    source: &mut dyn Source,
     committed: &mut Option<Position>,
     target: Option<(Position, u64)>,
     status: &SharedStatus,
@@ -438,7 +462,8 @@ async fn commit(
     store
         .commit(config.epoch, committed.clone(), checkpoint)
         .await?;
-    *committed = Some(position);
     update(status, |status| status.checkpoints_committed += 1);
+    source.committed(&position).await?;
+    *committed = Some(position);
     Ok(())
 }

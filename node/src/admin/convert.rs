@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use ferry_actors::api::config::REDACTED;
 use ferry_actors::api::registry::{self, ConnectorType};
-use ferry_actors::instance::Guarantee as RegistryGuarantee;
 use ferry_proto::admin::v1 as proto;
 use serde_json::Value;
 
@@ -13,9 +13,6 @@ use crate::meta::state::{
     AssignmentPhase, Checkpoint, Connector, ConnectorKind, ConnectorName, DesiredState, Guarantee,
     InstanceKey, NodeState, State,
 };
-
-/// What every secret value reads as.
-pub const REDACTED: &str = "***";
 
 /// Returns the store's kind for a request's, or None when the request leaves it unspecified.
 pub(crate) fn kind(value: i32) -> Result<Option<ConnectorKind>, AdminError> {
@@ -37,14 +34,6 @@ pub(crate) fn proto_kind(kind: ConnectorKind) -> proto::ConnectorKind {
     match kind {
         ConnectorKind::Source => proto::ConnectorKind::Source,
         ConnectorKind::Sink => proto::ConnectorKind::Sink,
-    }
-}
-
-/// Returns the registry's kind.
-pub(crate) fn registry_kind(kind: ConnectorKind) -> registry::ConnectorKind {
-    match kind {
-        ConnectorKind::Source => registry::ConnectorKind::Source,
-        ConnectorKind::Sink => registry::ConnectorKind::Sink,
     }
 }
 
@@ -78,15 +67,6 @@ fn proto_guarantee(guarantee: Guarantee) -> proto::ProcessingGuarantee {
     }
 }
 
-/// Returns the registry's guarantee.
-pub(crate) fn registry_guarantee(guarantee: Guarantee) -> RegistryGuarantee {
-    match guarantee {
-        Guarantee::AtMostOnce => RegistryGuarantee::AtMostOnce,
-        Guarantee::AtLeastOnce => RegistryGuarantee::AtLeastOnce,
-        Guarantee::EffectivelyOnce => RegistryGuarantee::EffectivelyOnce,
-    }
-}
-
 fn proto_desired_state(state: DesiredState) -> proto::DesiredState {
     match state {
         DesiredState::Running => proto::DesiredState::Running,
@@ -113,19 +93,21 @@ pub(crate) fn connector_info(name: &ConnectorName, connector: &Connector) -> pro
         .collect();
     // A stored plain value that is not JSON would be the store's bug; show the text rather
     // than fail the read.
-    let config = registry::join_config(&spec.config, &redacted).unwrap_or_else(|_| {
-        Value::Object(
-            spec.config
-                .iter()
-                .map(|(field, text)| (field.clone(), Value::String(text.clone())))
-                .chain(
-                    redacted
-                        .keys()
-                        .map(|field| (field.clone(), Value::from(REDACTED))),
-                )
-                .collect(),
-        )
-    });
+    let config = registry::join_config(&spec.config, &redacted)
+        .map(Value::Object)
+        .unwrap_or_else(|_| {
+            Value::Object(
+                spec.config
+                    .iter()
+                    .map(|(field, text)| (field.clone(), Value::String(text.clone())))
+                    .chain(
+                        redacted
+                            .keys()
+                            .map(|field| (field.clone(), Value::from(REDACTED))),
+                    )
+                    .collect(),
+            )
+        });
     proto::ConnectorInfo {
         name: Some(proto_name(name)),
         kind: proto_kind(spec.kind).into(),
@@ -196,26 +178,29 @@ pub(crate) fn proto_node_state(state: NodeState) -> proto::NodeState {
 
 /// Returns a built-in type with its config definition.
 pub(crate) fn connector_type(connector_type: &ConnectorType) -> proto::ConnectorType {
-    let kind = match connector_type.kind() {
-        registry::ConnectorKind::Source => proto::ConnectorKind::Source,
-        registry::ConnectorKind::Sink => proto::ConnectorKind::Sink,
-    };
     proto::ConnectorType {
         name: connector_type.name.to_owned(),
-        kind: kind.into(),
-        description: connector_type.description.to_owned(),
+        kind: proto_kind(connector_type.kind).into(),
+        description: connector_type.description().to_owned(),
         effectively_once: connector_type.effectively_once,
         fields: connector_type
+            .definition
             .fields
             .iter()
             .map(|field| proto::ConfigField {
-                name: field.name.to_owned(),
+                name: field.name.clone(),
                 field_type: field.field_type.to_string(),
                 required: field.required,
-                default_json: field.default.map(str::to_owned),
+                default_json: field.default.clone(),
                 secret: field.secret,
-                description: field.description.to_owned(),
+                description: field.description.clone(),
+                aliases: field.aliases.clone(),
             })
+            .collect(),
+        aliases: connector_type
+            .aliases
+            .iter()
+            .map(|alias| (*alias).to_owned())
             .collect(),
     }
 }

@@ -15,7 +15,6 @@ pub mod convert;
 pub mod error;
 pub mod validate;
 
-use ferry_actors::api::registry;
 use ferry_actors::pulsar::admin::{DecidedBy, PulsarAdmin, TopicName};
 use ferry_proto::admin::v1 as proto;
 use ferry_proto::admin::v1::admin_server::Admin;
@@ -499,10 +498,10 @@ impl AdminService {
             validate::config_flag(kind),
             &request.config_json,
         )?);
-        validate::check_config(kind, connector_type, &config)?;
+        validate::check_config(kind, connector_type, &config, 1)?;
         if let Some(guarantee) = convert::guarantee(request.processing_guarantee)? {
             connector_type
-                .check_guarantee(convert::registry_guarantee(guarantee))
+                .check_guarantee(guarantee)
                 .map_err(|error| AdminError::invalid("processing_guarantees", error.to_string()))?;
         }
         Ok(())
@@ -819,13 +818,10 @@ impl Admin for AdminService {
     ) -> Reply<proto::ListConnectorTypesResponse> {
         answer(convert::kind(request.into_inner().kind).map(|kind| {
             proto::ListConnectorTypesResponse {
-                types: registry::builtin()
+                types: ferry_actors::connectors::registry()
+                    .types()
                     .iter()
-                    .filter(|connector_type| {
-                        kind.is_none_or(|kind| {
-                            convert::registry_kind(kind) == connector_type.kind()
-                        })
-                    })
+                    .filter(|connector_type| kind.is_none_or(|kind| kind == connector_type.kind))
                     .map(convert::connector_type)
                     .collect(),
             }

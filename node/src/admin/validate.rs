@@ -8,12 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_actors::api::ConnectorError;
-use ferry_actors::api::registry::{self, ConnectorType, FieldType};
+use ferry_actors::api::config::json_kind;
+use ferry_actors::api::registry::{self, ConnectorType, InstanceContext};
+use ferry_actors::connectors;
 use ferry_actors::pulsar::admin::TopicName;
 use ferry_proto::admin::v1 as proto;
 use serde_json::{Map, Value};
 
-use super::convert;
 use super::error::AdminError;
 use crate::meta::state::{ConnectorKind, ConnectorName, ConnectorSpec, Guarantee, Secret};
 
@@ -92,18 +93,8 @@ pub(crate) fn parse_config(field: &str, text: &str) -> Result<Map<String, Value>
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Returns the built-in type `name` of `kind`, naming the `--source-type`/`--sink-type` field.
+/// Returns the registered type `name` (or aliased so) of `kind`, naming the
+/// `--source-type`/`--sink-type` field.
 pub(crate) fn find_type(
     kind: ConnectorKind,
     name: &str,
@@ -111,88 +102,34 @@ pub(crate) fn find_type(
     if name.is_empty() {
         return Err(AdminError::invalid(type_field(kind), "is required"));
     }
-    registry::find(convert::registry_kind(kind), name).map_err(|error| connector_error(kind, error))
+    connectors::registry()
+        .find(kind, name)
+        .map_err(|error| connector_error(kind, error))
 }
 
-/// Checks `config` against `connector_type`'s definition and its own validation: unknown
-/// fields and missing required ones first (listing what is known), then values.
+/// Checks `config` as the type defines it (unknown, mistyped and missing fields, each named),
+/// then the type's own validation and a dry build of instance 0 of `parallelism`. Returns the
+/// config with Pulsar IO aliases renamed to the fields' own names.
 pub(crate) fn check_config(
     kind: ConnectorKind,
     connector_type: &ConnectorType,
     config: &Map<String, Value>,
-) -> Result<(), AdminError> {
-    for name in config.keys() {
-        if connector_type.field(name).is_none() {
-            let known: Vec<&str> = connector_type
-                .fields
-                .iter()
-                .map(|field| field.name)
-                .collect();
-            return Err(AdminError::invalid(
-                config_field(kind, name),
-                format!(
-                    "unknown field for type {} (fields: {})",
-                    connector_type.name,
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
-    for (name, value) in config {
-        if let Some(field) = connector_type.field(name)
-            && !has_type(value, field.field_type)
-        {
-            return Err(AdminError::invalid(
-                config_field(kind, name),
-                format!(
-                    "must be {}, not {}",
-                    type_phrase(field.field_type),
-                    json_kind(value)
-                ),
-            ));
-        }
-    }
-    for field in connector_type.fields {
-        if field.required && !config.contains_key(field.name) {
-            return Err(AdminError::invalid(
-                config_field(kind, field.name),
-                format!("is required by type {}", connector_type.name),
-            ));
-        }
-    }
+    parallelism: u32,
+) -> Result<Map<String, Value>, AdminError> {
+    let context = InstanceContext {
+        connector: "validation".to_owned(),
+        index: 0,
+        parallelism,
+    };
     connector_type
-        .validate(&Value::Object(config.clone()))
+        .validate(config, &context)
         .map_err(|error| connector_error(kind, error))
-}
-
-fn has_type(value: &Value, field_type: FieldType) -> bool {
-    match field_type {
-        FieldType::String => value.is_string(),
-        FieldType::Integer => value.is_i64() || value.is_u64(),
-        FieldType::Boolean => value.is_boolean(),
-        FieldType::StringList => value
-            .as_array()
-            .is_some_and(|items| items.iter().all(Value::is_string)),
-        FieldType::Object => value.is_object(),
-    }
-}
-
-fn type_phrase(field_type: FieldType) -> &'static str {
-    match field_type {
-        FieldType::String => "a string",
-        FieldType::Integer => "a whole number",
-        FieldType::Boolean => "true or false",
-        FieldType::StringList => "a list of strings",
-        FieldType::Object => "an object",
-    }
 }
 
 /// Validates a draft into the spec the store keeps (secrets split out, topics normalized).
 pub(crate) fn spec(draft: &Draft) -> Result<ConnectorSpec, AdminError> {
     let kind = draft.kind;
     let connector_type = find_type(kind, &draft.connector_type)?;
-    check_config(kind, connector_type, &draft.config)?;
-    let topics = topics(kind, &draft.topics)?;
     if draft.parallelism < 1 {
         return Err(AdminError::invalid(
             "parallelism",
@@ -201,8 +138,10 @@ pub(crate) fn spec(draft: &Draft) -> Result<ConnectorSpec, AdminError> {
     }
     let parallelism = u32::try_from(draft.parallelism)
         .map_err(|_| AdminError::invalid("parallelism", "is too large"))?;
+    let config = check_config(kind, connector_type, &draft.config, parallelism)?;
+    let topics = topics(kind, &draft.topics)?;
     connector_type
-        .check_guarantee(convert::registry_guarantee(draft.guarantee))
+        .check_guarantee(draft.guarantee)
         .map_err(|error| connector_error(kind, error))?;
     let subscription = match (&draft.subscription, kind) {
         (Some(_), ConnectorKind::Source) => {
@@ -214,7 +153,7 @@ pub(crate) fn spec(draft: &Draft) -> Result<ConnectorSpec, AdminError> {
         (Some(subscription), ConnectorKind::Sink) if subscription.is_empty() => None,
         (subscription, _) => subscription.clone(),
     };
-    let stored = registry::split_config(connector_type, &Value::Object(draft.config.clone()))
+    let stored = registry::split_config(&connector_type.definition, &config)
         .map_err(|error| connector_error(kind, error))?;
     Ok(ConnectorSpec {
         kind,
@@ -273,13 +212,8 @@ pub(crate) fn stored_config(spec: &ConnectorSpec) -> Result<Map<String, Value>, 
         .iter()
         .map(|(name, secret)| (name.clone(), secret.expose().to_owned()))
         .collect();
-    match registry::join_config(&spec.config, &secrets) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(AdminError::Internal(
-            "stored config is not an object".to_owned(),
-        )),
-        Err(error) => Err(AdminError::Internal(error.to_string())),
-    }
+    registry::join_config(&spec.config, &secrets)
+        .map_err(|error| AdminError::Internal(error.to_string()))
 }
 
 /// Lays `changes` over `config`: a null removes the key, anything else replaces it.

@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 
 use actix::Actor;
 use clap::Args;
-use ferry_actors::api::registry::{self, ConnectorKind};
+use ferry_actors::api::Kind;
+use ferry_actors::api::registry::InstanceContext;
 use ferry_actors::connectors::datagen;
+use ferry_actors::connectors::registry;
 use ferry_actors::instance::Guarantee;
 use ferry_actors::instance::checkpoint::MemoryCheckpointStore;
 use ferry_actors::instance::sink::{SinkInstance, SinkInstanceConfig};
@@ -311,13 +313,15 @@ impl Bench {
                         started.elapsed()
                     }
                     Contender::Blackhole => {
-                        let sink = registry::find(ConnectorKind::Sink, "blackhole")?
-                            .build_sink(&json!({}))?;
+                        let sink = registry().find(Kind::Sink, "blackhole")?.build_sink(
+                            &serde_json::Map::new(),
+                            &InstanceContext::single("bench/blackhole"),
+                            Guarantee::EffectivelyOnce,
+                        )?;
                         run_instance(settings, &topic, contender, sink, args.records).await?
                     }
                     Contender::Postgres => {
-                        let sink = registry::find(ConnectorKind::Sink, "postgres")?.build_sink(
-                            &json!({
+                        let config = json!({
                                 "url": target.url,
                                 "user": target.user,
                                 "password": target.password,
@@ -325,7 +329,14 @@ impl Bench {
                                 "columns": {"index": "id", "seed": "seed", "data": "data"},
                                 "offsets_table": offsets_table,
                                 "batch_size": BATCH,
-                            }),
+                        });
+                        let serde_json::Value::Object(config) = config else {
+                            anyhow::bail!("the postgres config is an object");
+                        };
+                        let sink = registry().find(Kind::Sink, "postgres")?.build_sink(
+                            &config,
+                            &InstanceContext::single("bench/postgres"),
+                            Guarantee::EffectivelyOnce,
                         )?;
                         run_instance(settings, &topic, contender, sink, args.records).await?
                     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::Actor;
 use clap::Args;
+use ferry_actors::api::config::ConnectorConfig;
 use ferry_actors::connectors::datagen::{self, DatagenConfig, DatagenSource};
 use ferry_actors::instance::checkpoint::MemoryCheckpointStore;
 use ferry_actors::instance::source::{

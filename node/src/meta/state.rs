@@ -94,25 +94,10 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Whether a connector reads into Pulsar or writes out of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConnectorKind {
-    /// External system -> Pulsar.
-    Source,
-    /// Pulsar -> external system.
-    Sink,
-}
-
-/// The processing guarantee a connector asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Guarantee {
-    /// Nothing is duplicated; records may be lost.
-    AtMostOnce,
-    /// Nothing is lost; records may be duplicated.
-    AtLeastOnce,
-    /// Nothing is lost and nothing duplicated.
-    EffectivelyOnce,
-}
+/// The processing guarantee a connector asks for: the connector API's own type.
+pub use ferry_actors::api::Guarantee;
+/// Whether a connector reads into Pulsar or writes out of it: the connector API's own type.
+pub use ferry_actors::api::Kind as ConnectorKind;
 
 /// Whether a connector's instances should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

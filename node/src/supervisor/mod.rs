@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use ferry_actors::api::registry::{self, ConnectorKind as TypeKind};
+use ferry_actors::api::registry::{self, InstanceContext};
 use ferry_actors::api::{ConnectorError, Sink, Source};
 use ferry_actors::instance::sink::{SinkInstance, SinkInstanceConfig};
 use ferry_actors::instance::source::{
     CheckpointPolicy, Drain, SharedStatus, SourceInstance, SourceInstanceConfig, Stop,
 };
-use ferry_actors::instance::{Guarantee as InstanceGuarantee, InstanceState, InstanceStatus};
+use ferry_actors::instance::{InstanceState, InstanceStatus};
 use ferry_actors::pulsar::PulsarSettings;
 use ferry_actors::pulsar::batch::BatchingOptions;
 use ferry_actors::pulsar::sink_consumer::StartPosition;
@@ -30,8 +30,8 @@ use self::checkpoints::RaftCheckpointStore;
 use crate::control::lease::LeaseClock;
 use crate::meta::Meta;
 use crate::meta::state::{
-    Assignment, AssignmentPhase, Command, Connector, ConnectorKind, DesiredState, Guarantee,
-    InstanceKey, NodeId,
+    Assignment, AssignmentPhase, Command, Connector, ConnectorKind, DesiredState, InstanceKey,
+    NodeId,
 };
 
 /// The longest a handed-off instance may take to drain before it is stopped hard.
@@ -518,31 +518,38 @@ impl Supervisor {
         connector: &Connector,
     ) -> Result<(Recipient<Stop>, Recipient<Drain>, SharedStatus), ConnectorError> {
         let spec = &connector.spec;
-        let (kind, topic_field) = match spec.kind {
-            ConnectorKind::Source => (TypeKind::Source, "destination_topic_name"),
-            ConnectorKind::Sink => (TypeKind::Sink, "inputs"),
+        let topic_field = match spec.kind {
+            ConnectorKind::Source => "destination_topic_name",
+            ConnectorKind::Sink => "inputs",
         };
-        let connector_type = registry::find(kind, &spec.connector_type)?;
-        let mut secrets = BTreeMap::new();
-        for (field, secret) in &spec.secrets {
-            secrets.insert(
-                field.clone(),
-                registry::resolve_secret(field, secret.expose())?,
-            );
-        }
+        let connector_type =
+            ferry_actors::connectors::registry().find(spec.kind, &spec.connector_type)?;
+        // Secret values travel as given (a value or an env:/file: reference); the connector
+        // resolves them on this node when it opens.
+        let secrets: BTreeMap<String, String> = spec
+            .secrets
+            .iter()
+            .map(|(field, secret)| (field.clone(), secret.expose().to_owned()))
+            .collect();
         let config = registry::join_config(&spec.config, &secrets)?;
         let store = Arc::new(RaftCheckpointStore::new(self.meta.clone(), key.clone()));
         let name = key.connector.to_string();
-        let guarantee = instance_guarantee(spec.guarantee);
+        let guarantee = spec.guarantee;
+        let context = InstanceContext {
+            connector: name.clone(),
+            index: key.instance,
+            parallelism: spec.parallelism,
+        };
         if spec.topics.is_empty() {
             return Err(ConnectorError::InvalidConfig {
                 field: topic_field.to_owned(),
                 reason: "no topic given".to_owned(),
             });
         }
-        let started = match kind {
-            TypeKind::Source => {
-                let source: Box<dyn Source> = connector_type.build_source(&config)?;
+        let started = match spec.kind {
+            ConnectorKind::Source => {
+                let source: Box<dyn Source> =
+                    connector_type.build_source(&config, &context, guarantee)?;
                 let config = SourceInstanceConfig {
                     connector: name,
                     index: key.instance,
@@ -561,8 +568,9 @@ impl Supervisor {
                 let address = instance.start();
                 (address.clone().recipient(), address.recipient(), status)
             }
-            TypeKind::Sink => {
-                let sink: Box<dyn Sink> = connector_type.build_sink(&config)?;
+            ConnectorKind::Sink => {
+                let sink: Box<dyn Sink> =
+                    connector_type.build_sink(&config, &context, guarantee)?;
                 let subscription = spec.subscription.clone().unwrap_or_else(|| {
                     format!(
                         "ferry-{}-{}-{}",
@@ -637,14 +645,6 @@ impl Supervisor {
 
 fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, InstanceStatus> {
     status.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn instance_guarantee(guarantee: Guarantee) -> InstanceGuarantee {
-    match guarantee {
-        Guarantee::AtMostOnce => InstanceGuarantee::AtMostOnce,
-        Guarantee::AtLeastOnce => InstanceGuarantee::AtLeastOnce,
-        Guarantee::EffectivelyOnce => InstanceGuarantee::EffectivelyOnce,
-    }
 }
 
 impl Actor for Supervisor {

@@ -6,9 +6,12 @@
 //! - [`sink`]: the sink and its config.
 //! - [`glob`]: the file-name pattern the source matches.
 
+//! - [`fixture`]: their conformance fixtures.
+
+pub mod fixture;
 pub mod glob;
 pub mod sink;
 pub mod source;
 
-pub use sink::{FileSink, FileSinkConfig, SINK_TYPE};
-pub use source::{FilePosition, FileSource, FileSourceConfig, SOURCE_TYPE};
+pub use sink::{FileSink, FileSinkConfig, FileSinkType};
+pub use source::{FilePosition, FileSource, FileSourceConfig, FileSourceType};

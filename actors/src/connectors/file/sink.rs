@@ -12,43 +12,59 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::api::registry::{self, Builder, ConfigField, ConnectorType, FieldType};
+use crate::api::config::ConnectorConfig;
+use crate::api::registry::{self, InstanceContext, SinkFactory};
 use crate::api::{
-    ConnectorError, Position, Sink, SinkCapabilities, SinkDelivery, SinkRecord, SinkResume,
+    ConnectorError, Position, Rejected, Sink, SinkCapabilities, SinkDelivery, SinkRecord,
+    SinkResume,
 };
 use crate::connectors;
 
-/// The `file` sink type in the registry.
-pub const SINK_TYPE: ConnectorType = ConnectorType {
-    name: "file",
-    description: "Appends each record's value as one line to a file (idempotent: truncated \
-                  back to the checkpointed length on recovery)",
-    fields: &[ConfigField {
-        name: "path",
-        field_type: FieldType::String,
-        required: true,
-        default: None,
-        secret: false,
-        description: "The file to append to; it and its directory are created when missing",
-    }],
-    effectively_once: true,
-    builder: Builder::Sink(build),
-};
-
-fn build(config: &serde_json::Value) -> Result<Box<dyn Sink>, ConnectorError> {
-    connectors::check_field_types(SINK_TYPE.fields, config)?;
-    let config: FileSinkConfig = registry::parse_config(config)?;
-    Ok(Box::new(FileSink::new(&config)?))
-}
-
-/// Configuration of a `file` sink.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Appends each record's value as one line to a file (idempotent: truncated back to the
+/// checkpointed length on recovery).
+///
+/// A value holding a newline cannot be one line: it is rejected (the error policy decides).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The file to append to; it and its directory are created when missing.
     pub path: String,
+}
+
+impl ConnectorConfig for FileSinkConfig {}
+
+/// The `file` sink type.
+#[derive(Debug)]
+pub struct FileSinkType;
+
+impl SinkFactory for FileSinkType {
+    type Config = FileSinkConfig;
+    const NAME: &'static str = "file";
+    const CAPABILITIES: SinkCapabilities = SinkCapabilities {
+        delivery: SinkDelivery::Idempotent,
+    };
+
+    fn build(
+        config: FileSinkConfig,
+        _context: &InstanceContext,
+    ) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(FileSink::new(&config)?))
+    }
+
+    fn render_position(position: &[u8]) -> Result<String, ConnectorError> {
+        registry::render_u64_position("length", position)
+    }
+
+    fn parse_position(text: &str) -> Result<Position, ConnectorError> {
+        registry::parse_u64_position("length", text)
+    }
+
+    fn fixture() -> Option<Box<dyn crate::api::fixture::SinkFixture>> {
+        super::fixture::sink()
+    }
 }
 
 /// Decodes a `file` sink position: the file's length, 8 bytes big-endian.
@@ -175,12 +191,6 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Sink for FileSink {
-    fn capabilities(&self) -> SinkCapabilities {
-        SinkCapabilities {
-            delivery: SinkDelivery::Idempotent,
-        }
-    }
-
     fn open(
         &mut self,
         resume: &SinkResume,
@@ -196,7 +206,10 @@ impl Sink for FileSink {
         })
     }
 
-    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+    fn write(
+        &mut self,
+        records: Vec<SinkRecord>,
+    ) -> BoxFuture<'_, Result<Vec<Rejected>, ConnectorError>> {
         Box::pin(async move {
             let file = self.opened()?;
             let mut lines = Vec::with_capacity(
@@ -205,7 +218,15 @@ impl Sink for FileSink {
                     .map(|record| record.record.value.len() + 1)
                     .sum(),
             );
-            for record in records {
+            let mut rejected = Vec::new();
+            for (index, record) in records.into_iter().enumerate() {
+                if record.record.value.contains(&b'\n') {
+                    rejected.push(Rejected {
+                        index,
+                        reason: "the value holds a newline and cannot be one line".to_owned(),
+                    });
+                    continue;
+                }
                 lines.extend_from_slice(&record.record.value);
                 lines.push(b'\n');
             }
@@ -215,7 +236,8 @@ impl Sink for FileSink {
                     .write_all(&lines)
                     .map_err(|error| unavailable(&path, &error))
             })
-            .await
+            .await?;
+            Ok(rejected)
         })
     }
 

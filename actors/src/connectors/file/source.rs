@@ -24,58 +24,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::glob::FileGlob;
-use crate::api::registry::{self, Builder, ConfigField, ConnectorType, FieldType};
+use crate::api::config::ConnectorConfig;
+use crate::api::registry::{InstanceContext, SourceFactory};
 use crate::api::{
     ConnectorError, Position, Record, Source, SourceCapabilities, SourceRead, SourceRecord,
 };
-use crate::connectors;
 
-/// The `file` source type in the registry.
-pub const SOURCE_TYPE: ConnectorType = ConnectorType {
-    name: "file",
-    description: "Lines of the files matching a pattern, read in name order and followed as \
-                  they grow (replayable)",
-    fields: &[
-        ConfigField {
-            name: "path_glob",
-            field_type: FieldType::String,
-            required: true,
-            default: None,
-            secret: false,
-            description: "Files to read: a directory and a file-name pattern (`*`, `?`), e.g. \
-                          /var/log/app/app-*.log; a file is complete once a later name exists",
-        },
-        ConfigField {
-            name: "poll_interval_ms",
-            field_type: FieldType::Integer,
-            required: false,
-            default: Some("200"),
-            secret: false,
-            description: "How often to look for new lines and files once everything was read, \
-                          in milliseconds (1 to 60000)",
-        },
-    ],
-    effectively_once: true,
-    builder: Builder::Source(build),
-};
-
-fn build(config: &serde_json::Value) -> Result<Box<dyn Source>, ConnectorError> {
-    connectors::check_field_types(SOURCE_TYPE.fields, config)?;
-    let config: FileSourceConfig = registry::parse_config(config)?;
-    Ok(Box::new(FileSource::new(&config)?))
-}
-
-/// Configuration of a `file` source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Lines of the files matching a pattern, read in name order and followed as they grow
+/// (replayable).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// A directory and a file-name pattern (`*`, `?`) of the files to read.
+    /// Files to read: a directory and a file-name pattern (`*`, `?`), e.g.
+    /// /var/log/app/app-*.log; a file is complete once a later name exists.
     pub path_glob: String,
-    /// How often to look for new lines and files once everything was read, in milliseconds.
+    /// How often to look for new lines and files once everything was read, in milliseconds
+    /// (1 to 60000).
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
 }
@@ -89,7 +58,7 @@ const MAX_POLL_INTERVAL_MS: u64 = 60_000;
 
 impl FileSourceConfig {
     /// Checks what serde does not, naming the field; returns the parsed pattern.
-    fn validate(&self) -> Result<FileGlob, ConnectorError> {
+    fn checked_glob(&self) -> Result<FileGlob, ConnectorError> {
         if !(1..=MAX_POLL_INTERVAL_MS).contains(&self.poll_interval_ms) {
             return Err(ConnectorError::InvalidConfig {
                 field: "poll_interval_ms".to_owned(),
@@ -97,6 +66,56 @@ impl FileSourceConfig {
             });
         }
         FileGlob::parse("path_glob", &self.path_glob)
+    }
+}
+
+impl ConnectorConfig for FileSourceConfig {
+    fn validate(&self) -> Result<(), ConnectorError> {
+        self.checked_glob().map(drop)
+    }
+}
+
+/// The `file` source type.
+#[derive(Debug)]
+pub struct FileSourceType;
+
+impl SourceFactory for FileSourceType {
+    type Config = FileSourceConfig;
+    const NAME: &'static str = "file";
+    const CAPABILITIES: SourceCapabilities = SourceCapabilities { replayable: true };
+
+    fn build(
+        config: FileSourceConfig,
+        _context: &InstanceContext,
+    ) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(Box::new(FileSource::new(&config)?))
+    }
+
+    fn render_position(position: &[u8]) -> Result<String, ConnectorError> {
+        let position = FilePosition::decode(position)?;
+        Ok(format!("file={} offset={}", position.file_name, position.offset))
+    }
+
+    fn parse_position(text: &str) -> Result<Position, ConnectorError> {
+        let bad = || {
+            ConnectorError::InvalidPosition(format!(
+                "{text:?} is not file=<name> offset=<bytes>"
+            ))
+        };
+        let rest = text.trim().strip_prefix("file=").ok_or_else(bad)?;
+        let (file_name, offset) = rest.rsplit_once(" offset=").ok_or_else(bad)?;
+        if file_name.is_empty() || file_name.contains('/') {
+            return Err(bad());
+        }
+        Ok(FilePosition {
+            file_name: file_name.to_owned(),
+            offset: offset.trim().parse().map_err(|_| bad())?,
+        }
+        .encode())
+    }
+
+    fn fixture() -> Option<Box<dyn crate::api::fixture::SourceFixture>> {
+        super::fixture::source()
     }
 }
 
@@ -367,7 +386,7 @@ impl FileSource {
     /// Returns a source for `config`, positioned before the first file; fails naming the field
     /// of an invalid config.
     pub fn new(config: &FileSourceConfig) -> Result<Self, ConnectorError> {
-        let glob = config.validate()?;
+        let glob = config.checked_glob()?;
         Ok(Self {
             follower: Some(Follower {
                 glob: glob.clone(),
@@ -406,10 +425,6 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn capabilities(&self) -> SourceCapabilities {
-        SourceCapabilities { replayable: true }
-    }
-
     fn open(&mut self, position: Option<&Position>) -> BoxFuture<'_, Result<(), ConnectorError>> {
         let position = position
             .map(|bytes| FilePosition::decode(bytes))
@@ -426,20 +441,34 @@ impl Source for FileSource {
         })
     }
 
-    fn read(&mut self, max_records: usize) -> BoxFuture<'_, Result<SourceRead, ConnectorError>> {
+    fn read(
+        &mut self,
+        max_records: usize,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<SourceRead, ConnectorError>> {
         Box::pin(async move {
-            if self.next_poll.is_some_and(|at| Instant::now() < at) {
-                return Ok(SourceRead::Idle);
-            }
-            let records = self
-                .with_follower(move |follower| follower.read(max_records))
-                .await?;
-            if records.is_empty() {
+            loop {
+                // After an idle look, the file system is looked at again only after the
+                // interval; the wait ends at the deadline.
+                if let Some(at) = self.next_poll.filter(|at| Instant::now() < *at) {
+                    if at > deadline {
+                        tokio::time::sleep_until(deadline).await;
+                        return Ok(SourceRead::Idle);
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
+                let records = self
+                    .with_follower(move |follower| follower.read(max_records))
+                    .await?;
+                if !records.is_empty() {
+                    self.next_poll = None;
+                    return Ok(SourceRead::Records(records));
+                }
                 self.next_poll = Some(Instant::now() + self.poll_interval);
-                return Ok(SourceRead::Idle);
+                if Instant::now() >= deadline {
+                    return Ok(SourceRead::Idle);
+                }
             }
-            self.next_poll = None;
-            Ok(SourceRead::Records(records))
         })
     }
 }
@@ -477,9 +506,9 @@ mod tests {
             path_glob: "/tmp/*.log".to_owned(),
             poll_interval_ms,
         };
-        assert!(config(200).validate().is_ok());
+        assert!(config(200).checked_glob().is_ok());
         for bad in [0, MAX_POLL_INTERVAL_MS + 1] {
-            let error = config(bad).validate().expect_err("out of range");
+            let error = config(bad).checked_glob().expect_err("out of range");
             assert!(
                 matches!(&error, ConnectorError::InvalidConfig { field, .. } if field == "poll_interval_ms"),
                 "{error}"
@@ -496,18 +525,36 @@ mod tests {
         })
         .expect("valid");
         source.open(None).await.expect("open");
-        assert_eq!(source.read(10).await.expect("read"), SourceRead::Idle);
+        let soon = || Instant::now() + Duration::from_millis(10);
+        assert_eq!(source.read(10, soon()).await.expect("read"), SourceRead::Idle);
         std::fs::write(directory.path().join("a.log"), "one\n").expect("write");
+        let before = Instant::now();
         assert_eq!(
-            source.read(10).await.expect("read"),
+            source.read(10, soon()).await.expect("read"),
             SourceRead::Idle,
             "within the interval: not looked at"
         );
-        tokio::time::advance(Duration::from_millis(1_000)).await;
-        let SourceRead::Records(records) = source.read(10).await.expect("read") else {
+        assert_eq!(before.elapsed(), Duration::from_millis(10), "waited until the deadline");
+        // A read with a later deadline waits for the interval, then finds the line.
+        let SourceRead::Records(records) = source
+            .read(10, Instant::now() + Duration::from_secs(5))
+            .await
+            .expect("read")
+        else {
             panic!("the new line is read once the interval passed");
         };
         assert_eq!(records[0].record.value, b"one");
+        assert!(before.elapsed() >= Duration::from_millis(990), "{:?}", before.elapsed());
+        assert_eq!(
+            FileSourceType::render_position(&FilePosition { file_name: "a.log".to_owned(), offset: 4 }.encode())
+                .expect("position"),
+            "file=a.log offset=4"
+        );
+        assert_eq!(
+            FileSourceType::parse_position("file=a b.log offset=12").expect("text"),
+            FilePosition { file_name: "a b.log".to_owned(), offset: 12 }.encode()
+        );
+        assert!(FileSourceType::parse_position("file=../x offset=1").is_err());
     }
 
     #[test]

@@ -33,158 +33,69 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tracing::warn;
 
-use crate::api::registry::{self, Builder, ConfigField, ConnectorType, FieldType};
+use crate::api::config::{ConnectorConfig, Secret};
+use crate::api::registry::{InstanceContext, SinkFactory};
 use crate::api::{
-    ConnectorError, InputMessageId, Position, Sink, SinkCapabilities, SinkDelivery, SinkRecord,
-    SinkResume,
+    ConnectorError, InputMessageId, Position, Rejected, Sink, SinkCapabilities, SinkDelivery,
+    SinkRecord, SinkResume,
 };
-use crate::connectors;
 
-/// The `postgres` sink type in the registry.
-pub const CONNECTOR_TYPE: ConnectorType = ConnectorType {
-    name: "postgres",
-    description: "Rows in a PostgreSQL table from JSON records, written with the input position \
-                  in one transaction (effectively-once)",
-    fields: &[
-        ConfigField {
-            name: "url",
-            field_type: FieldType::String,
-            required: true,
-            default: None,
-            secret: false,
-            description: "Server and database, postgres://host:port/database (credentials go in \
-                          user and password, not here)",
-        },
-        ConfigField {
-            name: "user",
-            field_type: FieldType::String,
-            required: true,
-            default: None,
-            secret: false,
-            description: "User to log in as",
-        },
-        ConfigField {
-            name: "password",
-            field_type: FieldType::String,
-            required: true,
-            default: None,
-            secret: true,
-            description: "Password of the user (or env:NAME / file:/path)",
-        },
-        ConfigField {
-            name: "table",
-            field_type: FieldType::String,
-            required: true,
-            default: None,
-            secret: false,
-            description: "Table to write, `name` or `schema.name` (used as given: case matters)",
-        },
-        ConfigField {
-            name: "mode",
-            field_type: FieldType::String,
-            required: false,
-            default: Some("\"insert\""),
-            secret: false,
-            description: "insert (append rows) or upsert (insert, or update the row with the same \
-                          key_column)",
-        },
-        ConfigField {
-            name: "key_column",
-            field_type: FieldType::String,
-            required: false,
-            default: None,
-            secret: false,
-            description: "Upsert key, a column with a unique index; required for upsert. With \
-                          columns it must be a mapped column; otherwise it gets the message key",
-        },
-        ConfigField {
-            name: "columns",
-            field_type: FieldType::Object,
-            required: false,
-            default: None,
-            secret: false,
-            description: "JSON field -> column; Postgres converts each value to the column's \
-                          type. Absent: the whole value goes to json_column",
-        },
-        ConfigField {
-            name: "json_column",
-            field_type: FieldType::String,
-            required: false,
-            default: Some("\"payload\""),
-            secret: false,
-            description: "The jsonb column receiving the whole value when columns is absent",
-        },
-        ConfigField {
-            name: "offsets_table",
-            field_type: FieldType::String,
-            required: false,
-            default: Some("\"ferry_offsets\""),
-            secret: false,
-            description: "Table holding each instance's input position and epoch, written in \
-                          the same transaction as the rows (created if missing)",
-        },
-        ConfigField {
-            name: "batch_size",
-            field_type: FieldType::Integer,
-            required: false,
-            default: Some("1000"),
-            secret: false,
-            description: "Most rows per INSERT statement inside a flush's transaction",
-        },
-    ],
-    effectively_once: true,
-    builder: Builder::Sink(build),
-};
+pub mod fixture;
 
 const SYSTEM: &str = "postgres";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1) in bytes.
 const MAX_IDENTIFIER_LEN: usize = 63;
 
-fn build(config: &Value) -> Result<Box<dyn Sink>, ConnectorError> {
-    Ok(Box::new(PostgresSink::from_config(config)?))
-}
-
-/// Configuration of a `postgres` sink, as given. Its `Debug` leaves the password out.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// Rows in a PostgreSQL table from JSON records, written with the input position in one
+/// transaction (effectively-once).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSinkConfig {
-    /// Server and database, `postgres://host:port/database`, without credentials.
+    /// Server and database, postgres://host:port/database (credentials go in user and
+    /// password, not here); Pulsar's jdbc:postgresql://… is accepted too.
+    #[schemars(extend("x-aliases" = ["jdbcUrl"]))]
     pub url: String,
     /// User to log in as.
+    #[schemars(extend("x-aliases" = ["userName"]))]
     pub user: String,
-    /// Password of the user.
-    pub password: String,
-    /// Table to write, `name` or `schema.name`.
+    /// Password of the user (or env:NAME / file:/path, read on the node that runs the
+    /// instance).
+    pub password: Secret,
+    /// Table to write, `name` or `schema.name` (used as given: case matters).
+    #[schemars(extend("x-aliases" = ["tableName"]))]
     pub table: String,
-    /// `insert` or `upsert` (a string here, so that a wrong value's error names this field).
-    #[serde(default = "default_mode")]
-    pub mode: String,
-    /// Upsert key column; required for upsert.
+    /// insert (append rows) or upsert (insert, or update the row with the same key_column).
     #[serde(default)]
+    #[schemars(extend("x-aliases" = ["insertMode"]))]
+    pub mode: WriteMode,
+    /// Upsert key, a column with a unique index; required for upsert. With columns it must be
+    /// a mapped column; otherwise it gets the message key.
+    #[serde(default)]
+    #[schemars(extend("x-aliases" = ["key"]))]
     pub key_column: Option<String>,
-    /// JSON field -> column; absent, the whole value goes to `json_column`.
+    /// JSON field -> column; Postgres converts each value to the column's type. Absent: the
+    /// whole value goes to json_column.
     #[serde(default)]
     pub columns: Option<BTreeMap<String, String>>,
-    /// The jsonb column receiving the whole value when `columns` is absent.
+    /// The jsonb column receiving the whole value when columns is absent.
     #[serde(default = "default_json_column")]
     pub json_column: String,
-    /// Table holding each instance's input position and epoch.
+    /// Table holding each instance's input position and epoch, written in the same
+    /// transaction as the rows (created if missing).
     #[serde(default = "default_offsets_table")]
     pub offsets_table: String,
     /// Most rows per INSERT statement inside a flush's transaction.
-    #[serde(default)]
-    pub batch_size: Option<usize>,
-}
-
-fn default_mode() -> String {
-    "insert".to_owned()
+    #[serde(default = "default_batch_size")]
+    #[schemars(extend("x-aliases" = ["batchSize"]))]
+    pub batch_size: usize,
 }
 
 fn default_json_column() -> String {
@@ -195,31 +106,46 @@ fn default_offsets_table() -> String {
     "ferry_offsets".to_owned()
 }
 
-const DEFAULT_BATCH_SIZE: usize = 1000;
+fn default_batch_size() -> usize {
+    1000
+}
 
-impl fmt::Debug for PostgresSinkConfig {
-    /// Formats the config with the password redacted: configs end up in logs.
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("PostgresSinkConfig")
-            .field("url", &self.url)
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .field("table", &self.table)
-            .field("mode", &self.mode)
-            .field("key_column", &self.key_column)
-            .field("columns", &self.columns)
-            .field("json_column", &self.json_column)
-            .field("offsets_table", &self.offsets_table)
-            .field("batch_size", &self.batch_size)
-            .finish()
+impl ConnectorConfig for PostgresSinkConfig {
+    fn validate(&self) -> Result<(), ConnectorError> {
+        self.clone().settings().map(drop)
+    }
+}
+
+/// The `postgres` sink type.
+#[derive(Debug)]
+pub struct Postgres;
+
+impl SinkFactory for Postgres {
+    type Config = PostgresSinkConfig;
+    const NAME: &'static str = "postgres";
+    const ALIASES: &'static [&'static str] = &["jdbc-postgres"];
+    const CAPABILITIES: SinkCapabilities = SinkCapabilities {
+        delivery: SinkDelivery::Transactional,
+    };
+
+    fn build(
+        config: PostgresSinkConfig,
+        _context: &InstanceContext,
+    ) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(PostgresSink::new(config.settings()?)))
+    }
+
+    fn fixture() -> Option<Box<dyn crate::api::fixture::SinkFixture>> {
+        fixture::sink()
     }
 }
 
 /// How rows are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum WriteMode {
     /// Append rows.
+    #[default]
     Insert,
     /// Insert, or update the row with the same key.
     Upsert,
@@ -237,8 +163,10 @@ enum Layout {
 /// A validated config: identifiers checked, SQL prepared as text.
 #[derive(Debug, Clone)]
 struct Settings {
-    /// Connection settings (its `Debug` redacts the password).
+    /// Connection settings, without the password (resolved on open, on the node that runs
+    /// the instance).
     connect: tokio_postgres::Config,
+    password: Secret,
     layout: Layout,
     mode: WriteMode,
     key_column: Option<String>,
@@ -254,18 +182,9 @@ struct Settings {
 
 impl PostgresSinkConfig {
     /// Checks names, modes and the URL, each error naming its field, and prepares the SQL.
-    fn validate(self) -> Result<Settings, ConnectorError> {
+    fn settings(self) -> Result<Settings, ConnectorError> {
         let connect = self.connect_config()?;
-        let mode = match self.mode.as_str() {
-            "insert" => WriteMode::Insert,
-            "upsert" => WriteMode::Upsert,
-            other => {
-                return Err(invalid(
-                    "mode",
-                    format!("{other:?} is neither insert nor upsert"),
-                ));
-            }
-        };
+        let mode = self.mode;
         let table = qualified_name("table", &self.table)?;
         let offsets_table = qualified_name("offsets_table", &self.offsets_table)?;
         let layout = match &self.columns {
@@ -316,9 +235,8 @@ impl PostgresSinkConfig {
             (WriteMode::Insert, None) => None,
         };
         let batch_size = match self.batch_size {
-            Some(0) => return Err(invalid("batch_size", "must be above zero")),
-            Some(size) => size,
-            None => DEFAULT_BATCH_SIZE,
+            0 => return Err(invalid("batch_size", "must be above zero")),
+            size => size,
         };
         let mut target_columns: Vec<&str> = match &layout {
             Layout::Columns(columns) => columns.values().map(String::as_str).collect(),
@@ -330,6 +248,7 @@ impl PostgresSinkConfig {
         let insert_sql = insert_statement(&table, &target_columns, mode, key_column.as_deref());
         Ok(Settings {
             connect,
+            password: self.password,
             layout,
             mode,
             key_column,
@@ -359,7 +278,9 @@ impl PostgresSinkConfig {
 
     /// Parses `url` and adds the credentials. Errors never echo the URL or the password.
     fn connect_config(&self) -> Result<tokio_postgres::Config, ConnectorError> {
-        let authority = self.url.split_once("://").map_or("", |(_, rest)| {
+        // Pulsar's JDBC sink takes jdbc:postgresql://…; tokio-postgres takes postgresql://….
+        let url = self.url.strip_prefix("jdbc:").unwrap_or(&self.url);
+        let authority = url.split_once("://").map_or("", |(_, rest)| {
             rest.split(['/', '?']).next().unwrap_or_default()
         });
         if authority.contains('@') {
@@ -368,7 +289,7 @@ impl PostgresSinkConfig {
                 "must not carry credentials: give them as user and password",
             ));
         }
-        let mut connect = tokio_postgres::Config::from_str(&self.url).map_err(|error| {
+        let mut connect = tokio_postgres::Config::from_str(url).map_err(|error| {
             invalid(
                 "url",
                 format!("not a postgres://host:port/database URL: {error}"),
@@ -388,7 +309,6 @@ impl PostgresSinkConfig {
         }
         connect
             .user(&self.user)
-            .password(self.password.as_bytes())
             .application_name("ferry")
             .connect_timeout(CONNECT_TIMEOUT);
         Ok(connect)
@@ -533,15 +453,18 @@ impl PostgresSink {
 
     /// Builds a sink from a JSON config (as the registry does).
     pub fn from_config(config: &Value) -> Result<Self, ConnectorError> {
-        connectors::check_field_types(CONNECTOR_TYPE.fields, config)?;
-        let config: PostgresSinkConfig = registry::parse_config(config)?;
-        Ok(Self::new(config.validate()?))
+        let object = config
+            .as_object()
+            .ok_or_else(|| invalid("config", "must be a JSON object"))?;
+        let config: PostgresSinkConfig =
+            crate::api::config::ConfigDefinition::of::<PostgresSinkConfig>().parse(object)?;
+        Ok(Self::new(config.settings()?))
     }
 
     async fn connect(&self) -> Result<Client, ConnectorError> {
-        let (client, connection) = self
-            .settings
-            .connect
+        let mut connect = self.settings.connect.clone();
+        connect.password(self.settings.password.resolve("password")?);
+        let (client, connection) = connect
             .connect(NoTls)
             .await
             .map_err(|error| classify(&error))?;
@@ -881,12 +804,6 @@ fn classify(error: &tokio_postgres::Error) -> ConnectorError {
 }
 
 impl Sink for PostgresSink {
-    fn capabilities(&self) -> SinkCapabilities {
-        SinkCapabilities {
-            delivery: SinkDelivery::Transactional,
-        }
-    }
-
     fn open(
         &mut self,
         resume: &SinkResume,
@@ -895,11 +812,14 @@ impl Sink for PostgresSink {
         Box::pin(async move { self.open_inner(&resume).await })
     }
 
-    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+    fn write(
+        &mut self,
+        records: Vec<SinkRecord>,
+    ) -> BoxFuture<'_, Result<Vec<Rejected>, ConnectorError>> {
         Box::pin(async move {
             let rows = self.rows(records)?;
             self.pending.extend(rows);
-            Ok(())
+            Ok(Vec::new())
         })
     }
 
@@ -1007,9 +927,15 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_the_password() {
-        let parsed: PostgresSinkConfig =
-            registry::parse_config(&config(serde_json::json!({}))).expect("valid");
-        let sink = PostgresSink::new(parsed.clone().validate().expect("valid"));
+        let Value::Object(object) = config(serde_json::json!({})) else {
+            panic!("an object");
+        };
+        let parsed: PostgresSinkConfig = crate::api::config::ConfigDefinition::of::<
+            PostgresSinkConfig,
+        >()
+        .parse(&object)
+        .expect("valid");
+        let sink = PostgresSink::new(parsed.clone().settings().expect("valid"));
         for text in [format!("{parsed:?}"), format!("{sink:?}")] {
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("events"), "{text}");

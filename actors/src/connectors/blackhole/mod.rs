@@ -7,33 +7,55 @@
 //! count, so after a replay it has counted each record once.
 
 use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::api::registry::{self, Builder, ConnectorType};
+use crate::api::config::ConnectorConfig;
+use crate::api::registry::{self, InstanceContext, SinkFactory};
 use crate::api::{
-    ConnectorError, Position, Sink, SinkCapabilities, SinkDelivery, SinkRecord, SinkResume,
-};
-use crate::connectors;
-
-/// The `blackhole` sink type in the registry.
-pub const CONNECTOR_TYPE: ConnectorType = ConnectorType {
-    name: "blackhole",
-    description: "Counts records and drops them: benchmarks and tests without an external \
-                  system",
-    fields: &[],
-    effectively_once: true,
-    builder: Builder::Sink(build),
+    ConnectorError, Position, Rejected, Sink, SinkCapabilities, SinkDelivery, SinkRecord,
+    SinkResume,
 };
 
-fn build(config: &serde_json::Value) -> Result<Box<dyn Sink>, ConnectorError> {
-    let BlackholeConfig {} = registry::parse_config(config)?;
-    Ok(Box::new(BlackholeSink::default()))
-}
+pub mod fixture;
 
-/// Configuration of a `blackhole` sink: no fields.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Counts records and drops them: benchmarks and tests without an external system.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {}
+
+impl ConnectorConfig for BlackholeConfig {}
+
+/// The `blackhole` sink type.
+#[derive(Debug)]
+pub struct Blackhole;
+
+impl SinkFactory for Blackhole {
+    type Config = BlackholeConfig;
+    const NAME: &'static str = "blackhole";
+    const CAPABILITIES: SinkCapabilities = SinkCapabilities {
+        delivery: SinkDelivery::Idempotent,
+    };
+
+    fn build(
+        _config: BlackholeConfig,
+        _context: &InstanceContext,
+    ) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(BlackholeSink::default()))
+    }
+
+    fn render_position(position: &[u8]) -> Result<String, ConnectorError> {
+        registry::render_u64_position("records", position)
+    }
+
+    fn parse_position(text: &str) -> Result<Position, ConnectorError> {
+        registry::parse_u64_position("records", text)
+    }
+
+    fn fixture() -> Option<Box<dyn crate::api::fixture::SinkFixture>> {
+        fixture::sink()
+    }
+}
 
 /// The `blackhole` sink.
 #[derive(Debug, Default)]
@@ -55,19 +77,13 @@ impl BlackholeSink {
 }
 
 impl Sink for BlackholeSink {
-    fn capabilities(&self) -> SinkCapabilities {
-        SinkCapabilities {
-            delivery: SinkDelivery::Idempotent,
-        }
-    }
-
     fn open(
         &mut self,
         resume: &SinkResume,
     ) -> BoxFuture<'_, Result<Option<Position>, ConnectorError>> {
         let records = match resume.sink.as_deref() {
             None | Some([]) => Ok(0),
-            Some(position) => connectors::decode_u64_position("blackhole", position),
+            Some(position) => super::decode_u64_position("blackhole", position),
         };
         Box::pin(async move {
             self.records = records?;
@@ -76,13 +92,16 @@ impl Sink for BlackholeSink {
         })
     }
 
-    fn write(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+    fn write(
+        &mut self,
+        records: Vec<SinkRecord>,
+    ) -> BoxFuture<'_, Result<Vec<Rejected>, ConnectorError>> {
         self.records += records.len() as u64;
         self.bytes += records
             .iter()
             .map(|record| record.record.value.len() as u64)
             .sum::<u64>();
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     fn flush(&mut self, _input: &Position) -> BoxFuture<'_, Result<Position, ConnectorError>> {
