@@ -70,8 +70,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A TOML file of node settings (keys: node_id, listen, advertise, data_dir, pulsar_url,
-    /// pulsar_admin_url, bootstrap, join, tls_cert, tls_key, tls_ca, admin_token_file,
-    /// viewer_token_file).
+    /// pulsar_admin_url, bootstrap, join, join_timeout_secs, tls_cert, tls_key, tls_ca,
+    /// admin_token_file, viewer_token_file).
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// This node's id, unique in the cluster; stored in the data directory on first start.
@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// caught up.
     #[arg(long, env = "FERRY_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
+    /// How long --join keeps trying, in seconds, while the node it names is not listening yet,
+    /// has no leader yet, or is adding other nodes (which take turns); then the node gives up
+    /// and exits. Default: 120.
+    #[arg(long, env = "FERRY_JOIN_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub join_timeout_secs: Option<u64>,
     /// PEM file of this node's TLS certificate (chain). With --tls-key the node serves the
     /// admin API and cluster traffic over TLS, and reaches the other nodes over https.
     #[arg(long, env = "FERRY_TLS_CERT", value_name = "FILE")]
@@ -141,6 +146,7 @@ impl ServeArgs {
             pulsar_admin_url: self.pulsar_admin_url.clone(),
             bootstrap: self.bootstrap.then_some(true),
             join: self.join.clone(),
+            join_timeout_secs: self.join_timeout_secs,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_ca: self.tls_ca.clone(),
@@ -249,7 +255,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let entered = async {
         match &cluster.membership {
             Membership::Bootstrap => meta.bootstrap().await,
-            Membership::Join(seed) if !meta.is_initialized().await? => meta.join(seed).await,
+            Membership::Join(seed) if !meta.is_initialized().await? => {
+                meta.join(seed, cluster.join_timeout).await
+            }
             Membership::Join(_) | Membership::Resume => Ok(()),
         }
     };

@@ -5,9 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::meta::node::DEFAULT_JOIN_TIMEOUT;
 use crate::meta::state::NodeId;
 use crate::security::{Security, TlsFiles, Token, Tokens};
 
@@ -34,6 +36,9 @@ pub struct GivenSettings {
     pub bootstrap: Option<bool>,
     /// Join the cluster that the node at this address belongs to.
     pub join: Option<String>,
+    /// How long, in seconds, a join keeps trying (the seed not listening yet, no leader yet,
+    /// other nodes joining) before the node gives up (default 120).
+    pub join_timeout_secs: Option<u64>,
     /// PEM file of the node's TLS certificate (chain); with `tls_key`, the node serves TLS.
     pub tls_cert: Option<PathBuf>,
     /// PEM file of the node's TLS private key.
@@ -64,6 +69,7 @@ impl GivenSettings {
             pulsar_admin_url: self.pulsar_admin_url.or(fallback.pulsar_admin_url),
             bootstrap: self.bootstrap.or(fallback.bootstrap),
             join: self.join.or(fallback.join),
+            join_timeout_secs: self.join_timeout_secs.or(fallback.join_timeout_secs),
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
             tls_ca: self.tls_ca.or(fallback.tls_ca),
@@ -97,6 +103,8 @@ pub struct ClusterSettings {
     pub data_dir: PathBuf,
     /// How the node enters its cluster.
     pub membership: Membership,
+    /// How long a join keeps trying before the node gives up.
+    pub join_timeout: Duration,
 }
 
 /// Validated settings of `ferry serve`.
@@ -269,6 +277,11 @@ pub fn resolve(
     if given.node_id == Some(0) {
         return Err(invalid("--node-id", "must be at least 1"));
     }
+    let join_timeout = match given.join_timeout_secs {
+        Some(0) => return Err(invalid("--join-timeout-secs", "must be at least 1")),
+        Some(seconds) => Duration::from_secs(seconds),
+        None => DEFAULT_JOIN_TIMEOUT,
+    };
     let bootstrap = given.bootstrap.unwrap_or(false);
     if bootstrap && given.join.is_some() {
         return Err(invalid("--bootstrap", "cannot be combined with --join"));
@@ -332,6 +345,7 @@ pub fn resolve(
             advertise,
             data_dir,
             membership,
+            join_timeout,
         }),
         security,
     })
@@ -512,6 +526,7 @@ mod tests {
         assert_eq!(cluster.node_id, 3);
         assert_eq!(cluster.advertise.as_deref(), Some("10.0.0.3:7600"));
         assert_eq!(cluster.membership, Membership::Resume);
+        assert_eq!(cluster.join_timeout, DEFAULT_JOIN_TIMEOUT);
         let conflicting = GivenSettings {
             data_dir: Some(dir.path().to_owned()),
             node_id: Some(4),
@@ -598,6 +613,13 @@ mod tests {
                     ..Default::default()
                 },
                 "--data-dir",
+            ),
+            (
+                GivenSettings {
+                    join_timeout_secs: Some(0),
+                    ..Default::default()
+                },
+                "--join-timeout-secs",
             ),
         ] {
             let error = resolve(given, listen()).unwrap_err().to_string();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_node::meta::local::LocalNode;
-use ferry_node::meta::node::DEFAULT_WRITE_TIMEOUT;
+use ferry_node::meta::node::{DEFAULT_JOIN_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 use ferry_node::meta::state::{
     Command, ConnectorKind, ConnectorName, ConnectorSpec, DesiredState, Guarantee, InstanceKey,
     NodeId, NodeState, Outcome, Rejection, State,
@@ -66,7 +66,7 @@ impl TestCluster {
         match seed {
             None => meta.bootstrap().await.expect("bootstrap"),
             Some(seed) => meta
-                .join(&self.addresses[&seed].to_string())
+                .join(&self.addresses[&seed].to_string(), DEFAULT_JOIN_TIMEOUT)
                 .await
                 .expect("join"),
         }

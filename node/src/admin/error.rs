@@ -78,6 +78,10 @@ impl AdminError {
                 reason: error.to_string(),
                 leader,
             },
+            error @ MetaError::JoinTimedOut { .. } => Self::Unavailable {
+                reason: error.to_string(),
+                leader,
+            },
             MetaError::Refused(reason) | MetaError::Membership(reason) => {
                 Self::FailedPrecondition(reason)
             }

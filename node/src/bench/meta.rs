@@ -17,6 +17,7 @@ use clap::Args;
 
 use super::percentile;
 use crate::meta::local::LocalNode;
+use crate::meta::node::DEFAULT_JOIN_TIMEOUT;
 use crate::meta::state::{
     Command, ConnectorKind, ConnectorName, ConnectorSpec, Guarantee, InstanceKey, Outcome,
 };
@@ -153,7 +154,11 @@ async fn start_cluster(root: &Path) -> anyhow::Result<Vec<LocalNode>> {
         .await?;
         match nodes.first() {
             None => node.meta.bootstrap().await?,
-            Some(first) => node.meta.join(&first.address.to_string()).await?,
+            Some(first) => {
+                node.meta
+                    .join(&first.address.to_string(), DEFAULT_JOIN_TIMEOUT)
+                    .await?
+            }
         }
         nodes.push(node);
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::cluster::v1::cluster_server::ClusterServer;
 use ferry_proto::cluster::v1::{JoinRequest, ReadIndexRequest};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -29,10 +29,23 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forwarded call to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a join may take, catching up included.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `--join` keeps asking before it gives up, unless told otherwise
+/// (`--join-timeout-secs`).
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Pause between retries of a write or join that met no leader.
+/// The first pause between two attempts to join; it doubles after each refusal up to
+/// [`JOIN_RETRY_MAX`], and each pause is jittered so that nodes started together spread out.
+const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts to join.
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long the leader gives one node's membership change, its wait for its turn included:
+/// past it the joining node is told to try again (a learner that cannot catch up, or a new
+/// voter that does not answer, would otherwise hold every later change up for good).
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause between retries of a linearizable read that met no leader.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Raft timing and log compaction.
@@ -103,6 +116,20 @@ pub enum MetaError {
     /// A membership change failed.
     #[error("membership change failed: {0}")]
     Membership(String),
+    /// A join kept being put off (no answer from the seed, no leader yet, other changes under
+    /// way) until its deadline passed.
+    #[error(
+        "gave up joining the cluster through {seed} (--join) after {timeout:?} \
+         (--join-timeout-secs); last answer: {last}"
+    )]
+    JoinTimedOut {
+        /// The address the node joins through.
+        seed: String,
+        /// How long it kept trying.
+        timeout: Duration,
+        /// Why its last attempt did not get it in.
+        last: String,
+    },
 }
 
 impl MetaError {
@@ -118,6 +145,15 @@ impl MetaError {
             Self::Refused(message) => Self::Refused(message.clone()),
             Self::Membership(message) => Self::Membership(message.clone()),
             Self::Config(message) => Self::Config(message.clone()),
+            Self::JoinTimedOut {
+                seed,
+                timeout,
+                last,
+            } => Self::JoinTimedOut {
+                seed: seed.clone(),
+                timeout: *timeout,
+                last: last.clone(),
+            },
             other => Self::Stopped(other.to_string()),
         }
     }
@@ -136,6 +172,9 @@ pub struct Meta {
     batcher: Batcher,
     board: crate::supervisor::StatusBoard,
     heartbeats: crate::control::lease::Heartbeats,
+    /// Held by the leader across one membership change (add a learner and promote it, or
+    /// remove a node): openraft refuses a change while another is under way.
+    membership_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Meta {
@@ -205,6 +244,7 @@ impl Meta {
             write_timeout: settings.write_timeout,
             board: crate::supervisor::StatusBoard::default(),
             heartbeats: crate::control::lease::Heartbeats::default(),
+            membership_changes: Arc::default(),
         })
     }
 
@@ -270,51 +310,104 @@ impl Meta {
     }
 
     /// Asks the cluster at `seed` (any member's address) to add this node: it becomes a learner,
-    /// catches up, and is promoted to voter.
-    pub async fn join(&self, seed: &str) -> Result<(), MetaError> {
-        let deadline = Instant::now() + JOIN_TIMEOUT;
+    /// catches up, and is promoted to voter. Until `timeout` has passed, an answer that may
+    /// change (the seed not listening yet, no leader yet, other nodes' changes under way) is
+    /// retried, with a growing, jittered pause; a refusal (a bad request, a wrong token) is not.
+    pub async fn join(&self, seed: &str, timeout: Duration) -> Result<(), MetaError> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = JOIN_RETRY_FIRST;
         loop {
-            let mut client = self.peers.client(seed)?;
-            let request = JoinRequest {
-                node_id: self.id,
-                address: self.advertise.clone(),
-                forwarded: false,
-            };
-            let answer = tokio::time::timeout(JOIN_TIMEOUT, client.join(request)).await;
-            let error = match answer {
-                Ok(Ok(response)) => {
-                    let leader = response.into_inner().leader_id;
+            let client = self.peers.client(seed)?;
+            // Even the last attempt gets time to be answered: a deadline that falls during a
+            // pause must not turn it into a timeout of nothing.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let last = match self.ask_to_join(client, left.max(JOIN_RETRY_MAX)).await {
+                Ok(leader) => {
                     info!(node = self.id, seed, leader, "joined the cluster");
                     return Ok(());
                 }
-                Ok(Err(status))
-                    if matches!(
-                        status.code(),
-                        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
-                    ) =>
-                {
+                Err(JoinAnswer::Refused(reason)) => {
                     return Err(MetaError::Membership(format!(
-                        "join through {seed} (--join) refused: {}",
-                        status.message()
+                        "join through {seed} (--join) refused: {reason}"
                     )));
                 }
-                Ok(Err(status)) => MetaError::Unavailable(format!(
-                    "join through {seed} (--join): {}",
-                    status.message()
-                )),
-                Err(_) => MetaError::Unavailable(format!("{seed} did not answer the join")),
+                Err(JoinAnswer::NotYet(reason)) => reason,
             };
-            if Instant::now() >= deadline {
-                return Err(error);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(MetaError::JoinTimedOut {
+                    seed: seed.to_owned(),
+                    timeout,
+                    last,
+                });
             }
-            warn!(node = self.id, seed, %error, "join not accepted yet; retrying");
-            tokio::time::sleep(RETRY_INTERVAL * 10).await;
+            let wait = jittered(pause).min(left);
+            warn!(
+                node = self.id,
+                seed,
+                reason = %last,
+                retry_in = ?wait,
+                gives_up_in = ?left,
+                "waiting to join the cluster through {seed} (--join)"
+            );
+            tokio::time::sleep(wait).await;
+            pause = (pause * 2).min(JOIN_RETRY_MAX);
+        }
+    }
+
+    /// Asks the seed behind `client` once, waiting at most `timeout`, to add this node; returns
+    /// the leader that did.
+    async fn ask_to_join(
+        &self,
+        mut client: super::network::PeerClient,
+        timeout: Duration,
+    ) -> Result<NodeId, JoinAnswer> {
+        let request = JoinRequest {
+            node_id: self.id,
+            address: self.advertise.clone(),
+            forwarded: false,
+        };
+        match tokio::time::timeout(timeout, client.join(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner().leader_id),
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
+                Err(JoinAnswer::Refused(status.message().to_owned()))
+            }
+            Ok(Err(status)) => Err(JoinAnswer::NotYet(status.message().to_owned())),
+            Err(_) => Err(JoinAnswer::NotYet(format!("no answer within {timeout:?}"))),
         }
     }
 
     /// Adds `node` at `address` as a voter (on the leader): learner first, promoted once it has
-    /// caught up; then records it as Active.
+    /// caught up; then records it as Active. Changes take turns: a join that arrives while
+    /// another is under way waits for it instead of failing.
     pub(crate) async fn add_voter(&self, node: NodeId, address: &str) -> Result<(), MetaError> {
+        let change = async {
+            let _turn = self.membership_changes.lock().await;
+            self.promote_to_voter(node, address).await
+        };
+        tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, change)
+            .await
+            .map_err(|_| {
+                MetaError::Unavailable(format!(
+                    "node {node} was not made a voter within {MEMBERSHIP_CHANGE_TIMEOUT:?} \
+                     (it waits behind other membership changes, or has not caught up with the \
+                     log from {address})"
+                ))
+            })??;
+        self.record_join(node, address).await
+    }
+
+    /// Makes `node` a learner, waits until it has caught up, and makes it a voter, unless it
+    /// already is one. The caller holds the membership-change turn.
+    async fn promote_to_voter(&self, node: NodeId, address: &str) -> Result<(), MetaError> {
         let is_voter = self
             .raft
             .metrics()
@@ -323,18 +416,19 @@ impl Meta {
             .membership()
             .voter_ids()
             .any(|voter| voter == node);
-        if !is_voter {
-            self.raft
-                .add_learner(node, BasicNode::new(address), true)
-                .await
-                .map_err(membership_error)?;
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
-                .await
-                .map_err(membership_error)?;
-            info!(node, address, "node promoted to voter");
+        if is_voter {
+            return Ok(());
         }
-        self.record_join(node, address).await
+        self.raft
+            .add_learner(node, BasicNode::new(address), true)
+            .await
+            .map_err(membership_error)?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+            .await
+            .map_err(membership_error)?;
+        info!(node, address, "node promoted to voter");
+        Ok(())
     }
 
     /// Removes `node` (on the leader): records it Draining so it takes no new instances, removes
@@ -344,14 +438,17 @@ impl Meta {
         self.write(Command::NodeDrain { node })
             .await?
             .map_err(|rejection| MetaError::Membership(rejection.to_string()))?;
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
-            .await
-            .map_err(membership_error)?;
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
-            .await
-            .map_err(membership_error)?;
+        {
+            let _turn = self.membership_changes.lock().await;
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
+                .await
+                .map_err(membership_error)?;
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+                .await
+                .map_err(membership_error)?;
+        }
         self.write(Command::NodeLeave { node })
             .await?
             .map_err(|rejection| MetaError::Membership(rejection.to_string()))?;
@@ -530,11 +627,41 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How one attempt to join went, short of getting in.
+enum JoinAnswer {
+    /// Asking again may succeed (the seed is not listening yet, there is no leader yet, another
+    /// membership change is under way, the answer took too long).
+    NotYet(String),
+    /// Asking again will not help.
+    Refused(String),
+}
+
+/// Returns `pause` shortened by a random part of up to half of it, so that nodes started
+/// together do not ask again in step.
+fn jittered(pause: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A randomly keyed hasher is a random source std already has.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let half = u64::try_from(pause.as_micros() / 2)
+        .unwrap_or(u64::MAX)
+        .max(1);
+    pause.saturating_sub(Duration::from_micros(random % half))
+}
+
 fn membership_error(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> MetaError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
             MetaError::Unavailable(format!("not the leader (leader: {:?})", forward.leader_id))
         }
+        // Another leader's change still being committed (this leader's own take turns): the
+        // caller may try again once it is.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(in_progress),
+        )) => MetaError::Unavailable(format!(
+            "another membership change is under way: {in_progress}"
+        )),
         other => MetaError::Membership(other.to_string()),
     }
 }

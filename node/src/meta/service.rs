@@ -47,7 +47,9 @@ fn encode_response<T: Serialize>(
 
 fn status(error: &MetaError) -> Status {
     match error {
-        MetaError::Unavailable(_) | MetaError::Stopped(_) => Status::unavailable(error.to_string()),
+        MetaError::Unavailable(_) | MetaError::Stopped(_) | MetaError::JoinTimedOut { .. } => {
+            Status::unavailable(error.to_string())
+        }
         MetaError::Membership(_) | MetaError::Refused(_) => {
             Status::failed_precondition(error.to_string())
         }
@@ -150,6 +152,12 @@ impl Cluster for ClusterService {
                     })
                     .await
             }
+            // A node started with --bootstrap at the same moment as those joining it is
+            // listening before it leads: the joiners wait.
+            None => Err(Status::unavailable(format!(
+                "node {} has no leader yet (not bootstrapped yet, or electing one)",
+                self.meta.id()
+            ))),
             _ => Err(self.not_the_leader()),
         }
     }

@@ -69,17 +69,31 @@ impl Node {
 
     /// Waits for the next standard-output line starting with `prefix`, and returns it.
     pub(crate) fn wait_for_line(&mut self, prefix: &str) -> String {
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        self.wait_for_line_within(prefix, START_TIMEOUT)
+            .unwrap_or_else(|error| {
+                let _ = self.child.kill();
+                panic!("{error}")
+            })
+    }
+
+    /// Waits up to `timeout` for the next standard-output line starting with `prefix`, and
+    /// returns it, or why it did not come (the deadline passed, or the process closed its
+    /// output: it exited). The process is left running either way.
+    pub(crate) fn wait_for_line_within(
+        &mut self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
                 Ok(_) => {}
                 Err(error) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "ferry serve printed no {prefix:?} line within {START_TIMEOUT:?}: {error}"
-                    );
+                    return Err(format!(
+                        "ferry serve printed no {prefix:?} line within {timeout:?}: {error}"
+                    ));
                 }
             }
         }
