@@ -429,7 +429,7 @@ fn t30_bad_inputs_are_refused_with_the_right_code_naming_the_problem() {
         (
             postgres(r#"{"url": "postgres://127.0.0.1/db"}"#),
             "INVALID_ARGUMENT",
-            "\"user\": is required",
+            "\"password\": is required",
         ),
         (
             postgres(r#"{"url": "postgres://h/db", "user": "u", "password": 5, "table": "t"}"#),

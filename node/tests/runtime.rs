@@ -90,10 +90,23 @@ fn t20_a_file_sink_survives_its_supervisor_restarting_under_each_guarantee() {
 fn t30_an_instance_that_cannot_start_is_failed_with_its_reason_and_retried() {
     ferry_node::runtime::block_on(async {
         let harness = Harness::start().await;
-        let output = topic("runtime-bad");
-        let mut spec = datagen(&output, Guarantee::AtLeastOnce, 10, 1_000);
-        // datagen has no secret fields, so the reference lands in the config join as an
-        // unknown field only after it resolves: it never does.
+        // A postgres sink whose password is a reference to a variable this node lacks: it is
+        // resolved only on the node that runs the instance, when the sink opens.
+        let input = topic("runtime-bad");
+        let mut spec = harness::spec(
+            ferry_node::meta::state::ConnectorKind::Sink,
+            "postgres",
+            &[
+                (
+                    "url",
+                    harness::json_string("postgres://127.0.0.1:5432/ferry"),
+                ),
+                ("user", harness::json_string("ferry")),
+                ("table", harness::json_string("runtime_bad")),
+            ],
+            &input,
+            Guarantee::AtLeastOnce,
+        );
         spec.secrets = BTreeMap::from([(
             "password".to_owned(),
             Secret::new("env:FERRY_TEST_SURELY_UNSET"),

@@ -312,7 +312,7 @@ pub struct ConfigField {
 pub struct ConfigDefinition {
     /// The config struct's doc comment: what the connector does.
     pub description: String,
-    /// The fields, in the order the struct declares them.
+    /// The fields, by name.
     pub fields: Vec<ConfigField>,
 }
 
