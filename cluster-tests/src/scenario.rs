@@ -38,11 +38,15 @@ pub struct Datagen<'a> {
 }
 
 impl Datagen<'_> {
-    /// Creates the source through node `node`.
+    /// Creates the source through node `node`. datagen's `count` and `rate` are for the whole
+    /// source (instance i of p generates indexes i, i+p, …): this scenario's per-instance
+    /// figures are multiplied by the parallelism.
     pub fn create(&self, cluster: &TestCluster, node: u64) {
+        let parallelism = u64::from(self.parallelism);
         let config = format!(
             r#"{{"count": {}, "rate": {}, "payload_size": 64}}"#,
-            self.count, self.rate
+            self.count * parallelism,
+            self.rate * parallelism
         );
         cluster.json(
             node,
@@ -127,15 +131,17 @@ pub fn check_exactly_once_in_order(producer: &str, keys: &[u64], count: u64) {
     );
 }
 
-/// The datagen indexes (keys) of `reads`, in order.
-pub fn keys(reads: &[crate::topic::Read]) -> Vec<u64> {
+/// The positions within its instance's share of the datagen indexes (keys) of `reads`, in
+/// order: instance i of `parallelism` writes keys i, i+p, i+2p, …, which read as 0, 1, 2, ….
+pub fn keys(reads: &[crate::topic::Read], parallelism: u32) -> Vec<u64> {
+    let parallelism = u64::from(parallelism.max(1));
     reads
         .iter()
         .map(|read| {
             read.key
                 .as_deref()
-                .and_then(|key| key.parse().ok())
-                .unwrap_or(u64::MAX)
+                .and_then(|key| key.parse::<u64>().ok())
+                .map_or(u64::MAX, |key| key / parallelism)
         })
         .collect()
 }

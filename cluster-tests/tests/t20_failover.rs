@@ -72,7 +72,7 @@ async fn t20_killing_an_owner_loses_and_duplicates_nothing() {
         by_producer.keys()
     );
     for (producer, reads) in &by_producer {
-        check_exactly_once_in_order(producer, &keys(reads), COUNT);
+        check_exactly_once_in_order(producer, &keys(reads, 3), COUNT);
     }
     let resumed = producers_of(&by_producer, moved)
         .first()

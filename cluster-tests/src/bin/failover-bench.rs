@@ -86,7 +86,7 @@ async fn main() {
     let by_producer = read_by_producer(&topic, 1).await;
     let (mut lost, mut duplicated) = (0_u64, 0_u64);
     for (producer, reads) in &by_producer {
-        let keys = keys(reads);
+        let keys = keys(reads, 3);
         let distinct: BTreeSet<u64> = keys.iter().copied().collect();
         duplicated += (keys.len() - distinct.len()) as u64;
         let highest = distinct.last().copied().unwrap_or(0);
