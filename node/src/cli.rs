@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::admin::AdminService;
 use crate::bench::{self, BenchCommand};
+use crate::context::NodeContext;
 use crate::control::lease::{self, LeaseClock, LeaseSettings};
 use crate::meta::network::Peers;
 use crate::meta::node::DEFAULT_WRITE_TIMEOUT;
@@ -222,8 +223,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let stop = server::termination_signal()?;
     let security = settings.security.clone();
-    let meta = match &settings.cluster {
-        Some(cluster) => Some(start_meta(cluster, address, &security).await?),
+    let node = match &settings.cluster {
+        Some(cluster) => Some(NodeContext::new(
+            start_meta(cluster, address, &security).await?,
+        )),
         None => None,
     };
     info!(
@@ -236,22 +239,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Scripts and tests read the bound address from this line (useful with port 0).
     println!("listening on {address}");
     let admin = AdminService::new(
-        meta.clone(),
+        node.as_ref(),
         pulsar_admin(settings.pulsar_admin_url.as_deref())?,
     );
     let serving = server::serve_with_security(
         listener,
         stop,
         server::SHUTDOWN_GRACE,
-        meta.as_ref().map(Meta::cluster_service),
+        node.as_ref().map(NodeContext::cluster_service),
         admin,
         &security,
     );
-    let Some((meta, cluster)) = meta.zip(settings.cluster) else {
+    let Some((node, cluster)) = node.zip(settings.cluster) else {
         serving.await?;
         return Ok(());
     };
     tokio::pin!(serving);
+    let meta = node.meta.clone();
     let entered = async {
         match &cluster.membership {
             Membership::Bootstrap => meta.bootstrap().await,
@@ -282,8 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock = LeaseClock::new(leases.lease);
     let mut supervisor_settings = SupervisorSettings::new(pulsar);
     supervisor_settings.lease = Some(clock.clone());
-    let supervisor =
-        Supervisor::new(meta.clone(), supervisor_settings, meta.status_board()).start();
+    let supervisor = Supervisor::new(meta.clone(), supervisor_settings, node.board.clone()).start();
     let (stop_control, control_stopped) = tokio::sync::watch::channel(());
     let renewing = tokio::spawn(lease::renew(
         meta.clone(),
@@ -294,7 +297,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let control = tokio::spawn(control::run_with_leases(
         meta.clone(),
         control::DEFAULT_INTERVAL,
-        Some(leases),
+        Some((leases, node.heartbeats.clone())),
         control_stopped,
     ));
     let ended = serving.await;

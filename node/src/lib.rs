@@ -16,13 +16,16 @@
 //! - [`runtime`]: the one multi-thread tokio runtime that actix, tonic and pulsar-rs share.
 //! - [`scheduler`]: where instances go, a pure function of the state.
 //! - [`control`]: the leader-only loop that applies the scheduler's placements.
-//! - [`supervisor`]: the per-node actor running the instances assigned to this node, with the
-//!   Raft-backed checkpoint store.
+//! - [`supervisor`]: the per-node actor running the instances assigned to this node: a pure
+//!   plan and its executor, with the Raft-backed checkpoint store.
+//! - [`context`]: what a node holds around its metadata store (the supervisor's status board,
+//!   the leader's record of heartbeats), wired into the store's cluster service from above.
 
 pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod context;
 pub mod control;
 pub mod meta;
 pub mod runtime;

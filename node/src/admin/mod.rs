@@ -23,11 +23,13 @@ use tracing::info;
 
 use self::error::AdminError;
 use self::validate::Draft;
+use crate::context::NodeContext;
 use crate::meta::Meta;
 use crate::meta::state::{
     Command, Connector, ConnectorKind, ConnectorName, DesiredState, Guarantee, InstanceKey,
     NodeState, Outcome, State,
 };
+use crate::supervisor::StatusBoard;
 
 /// Request metadata marking a call one node passed on to the leader (never passed on again).
 const FORWARDED_HEADER: &str = "x-ferry-forwarded";
@@ -37,6 +39,8 @@ const FORWARDED_HEADER: &str = "x-ferry-forwarded";
 pub struct AdminService {
     /// The metadata store; None on a node started without `--data-dir`.
     meta: Option<Meta>,
+    /// This node's instance reports (empty without a metadata store).
+    board: StatusBoard,
     /// The Pulsar admin API, for the deduplication check; None without `--pulsar-admin-url`.
     pulsar_admin: Option<PulsarAdmin>,
 }
@@ -44,9 +48,14 @@ pub struct AdminService {
 type Reply<T> = Result<Response<T>, Status>;
 
 impl AdminService {
-    /// Returns a service over this node's metadata store and Pulsar admin API.
-    pub fn new(meta: Option<Meta>, pulsar_admin: Option<PulsarAdmin>) -> Self {
-        Self { meta, pulsar_admin }
+    /// Returns a service over this node's metadata store and status board (`node`) and its
+    /// Pulsar admin API.
+    pub fn new(node: Option<&NodeContext>, pulsar_admin: Option<PulsarAdmin>) -> Self {
+        Self {
+            meta: node.map(|node| node.meta.clone()),
+            board: node.map(|node| node.board.clone()).unwrap_or_default(),
+            pulsar_admin,
+        }
     }
 
     fn meta(&self) -> Result<&Meta, AdminError> {
@@ -389,10 +398,7 @@ impl AdminService {
         let mut unreachable = std::collections::BTreeMap::new();
         for (node, address) in owners {
             let fetched = if node == meta.id() {
-                Ok(crate::supervisor::proto_reports(
-                    &meta.status_board(),
-                    &connector,
-                ))
+                Ok(crate::supervisor::proto_reports(&self.board, &connector))
             } else {
                 fetch_reports(meta, &address, &connector).await
             };

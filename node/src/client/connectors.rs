@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use ferry_proto::admin::v1 as proto;
 use serde_json::{Value, json};
 
+use super::config_file;
 use super::{
     ClientArgs, OutputFormat, acknowledge, call_error, emit, emit_json, invalid, short_name, table,
 };
@@ -165,7 +166,7 @@ pub struct SourceSpecArgs {
     /// The config as a JSON object.
     #[arg(long, value_name = "JSON", conflicts_with = "source_config_file")]
     pub source_config: Option<String>,
-    /// A file holding the config as a JSON object.
+    /// A file holding the config: a JSON object or a YAML mapping.
     #[arg(long, value_name = "FILE")]
     pub source_config_file: Option<PathBuf>,
 }
@@ -188,7 +189,7 @@ pub struct SinkSpecArgs {
     /// The config as a JSON object.
     #[arg(long, value_name = "JSON", conflicts_with = "sink_config_file")]
     pub sink_config: Option<String>,
-    /// A file holding the config as a JSON object.
+    /// A file holding the config: a JSON object or a YAML mapping.
     #[arg(long, value_name = "FILE")]
     pub sink_config_file: Option<PathBuf>,
 }
@@ -218,7 +219,7 @@ pub struct SourceValidateArgs {
     /// The config as a JSON object.
     #[arg(long, value_name = "JSON", conflicts_with = "source_config_file")]
     pub source_config: Option<String>,
-    /// A file holding the config as a JSON object.
+    /// A file holding the config: a JSON object or a YAML mapping.
     #[arg(long, value_name = "FILE")]
     pub source_config_file: Option<PathBuf>,
     /// The guarantee to check the type can offer.
@@ -235,7 +236,7 @@ pub struct SinkValidateArgs {
     /// The config as a JSON object.
     #[arg(long, value_name = "JSON", conflicts_with = "sink_config_file")]
     pub sink_config: Option<String>,
-    /// A file holding the config as a JSON object.
+    /// A file holding the config: a JSON object or a YAML mapping.
     #[arg(long, value_name = "FILE")]
     pub sink_config_file: Option<PathBuf>,
     /// The guarantee to check the type can offer.
@@ -362,8 +363,7 @@ fn sink_flags(spec: SinkSpecArgs) -> anyhow::Result<SpecFlags> {
     })
 }
 
-/// Returns the config given inline or read from a file. Only JSON is read: no YAML parser is
-/// among the workspace's dependencies.
+/// Returns the config given inline or read from a file (JSON or YAML), as JSON text.
 fn config_text(
     file_flag: &str,
     inline: Option<String>,
@@ -372,25 +372,9 @@ fn config_text(
     let Some(path) = file else {
         return Ok(inline);
     };
-    let is_yaml = path
-        .extension()
-        .and_then(|extension| extension.to_str())
-        .is_some_and(|extension| matches!(extension, "yaml" | "yml"));
-    if is_yaml {
-        return Err(invalid(
-            file_flag,
-            format!(
-                "{}: YAML is not supported yet; give the config as JSON",
-                path.display()
-            ),
-        ));
-    }
-    std::fs::read_to_string(&path).map(Some).map_err(|error| {
-        invalid(
-            file_flag,
-            format!("cannot read {}: {error}", path.display()),
-        )
-    })
+    config_file::read(&path)
+        .map(Some)
+        .map_err(|error| invalid(file_flag, error))
 }
 
 fn kind_word(kind: proto::ConnectorKind) -> &'static str {

@@ -6,10 +6,12 @@
 //! standard error, `error: CODE: message`, and a non-zero exit.
 //!
 //! - [`connectors`]: `ferry sources …` and `ferry sinks …`.
+//! - [`config_file`]: connector configs read from JSON or YAML files.
 //! - [`cluster`]: `ferry offsets …` and `ferry cluster …`.
 //! - [`table`]: plain-text tables.
 
 pub mod cluster;
+pub mod config_file;
 pub mod connectors;
 pub mod table;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use self::lease::LeaseSettings;
+use self::lease::{Heartbeats, LeaseSettings};
 use crate::meta::Meta;
 use crate::meta::state::{Command, NodeState, Outcome};
 use crate::scheduler;
@@ -26,12 +26,13 @@ pub async fn run(meta: Meta, interval: Duration, stop: watch::Receiver<()>) {
     run_with_leases(meta, interval, None, stop).await;
 }
 
-/// Runs the control loop until `stop` changes or is dropped; with `leases`, nodes that miss
-/// their lease are marked Down.
+/// Runs the control loop until `stop` changes or is dropped; with `leases` (their timing and
+/// this node's record of heartbeats, kept by its cluster service), nodes that miss their lease
+/// are marked Down.
 pub async fn run_with_leases(
     meta: Meta,
     interval: Duration,
-    leases: Option<LeaseSettings>,
+    leases: Option<(LeaseSettings, Heartbeats)>,
     mut stop: watch::Receiver<()>,
 ) {
     let mut leading = false;
@@ -46,14 +47,14 @@ pub async fn run_with_leases(
             leading = false;
             continue;
         }
-        if !leading {
-            // Every node gets a full lease from the moment this node leads.
-            meta.heartbeats().reset();
-            leading = true;
+        if let Some((settings, heartbeats)) = &leases {
+            if !leading {
+                // Every node gets a full lease from the moment this node leads.
+                heartbeats.reset();
+            }
+            judge_nodes(&meta, settings, heartbeats).await;
         }
-        if let Some(leases) = &leases {
-            judge_nodes(&meta, leases).await;
-        }
+        leading = true;
         let placements = meta.read_local(scheduler::place);
         for placement in placements {
             let command = Command::Assign {
@@ -95,8 +96,7 @@ pub async fn run_with_leases(
 
 /// Marks nodes silent for longer than their lease (plus the margin) Down, and Down nodes that
 /// renew again Active.
-async fn judge_nodes(meta: &Meta, leases: &LeaseSettings) {
-    let heartbeats = meta.heartbeats();
+async fn judge_nodes(meta: &Meta, leases: &LeaseSettings, heartbeats: &Heartbeats) {
     let nodes = meta.read_local(|state| state.nodes.clone());
     for (node, record) in nodes {
         if node == meta.id() {

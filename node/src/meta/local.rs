@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::node::DEFAULT_WRITE_TIMEOUT;
+use super::service::StoreOnly;
 use super::state::NodeId;
 use super::{Faults, Meta, MetaError, MetaSettings, RaftTuning};
 use crate::server::{self, ServeError};
@@ -83,7 +85,7 @@ impl LocalNode {
                 "local stop"
             },
             STOP_GRACE,
-            Some(meta.cluster_service()),
+            Some(meta.cluster_service(Arc::new(StoreOnly))),
         ));
         Ok(Self {
             meta,

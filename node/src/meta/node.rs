@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::TypeConfig;
 use super::codec::CodecError;
 use super::network::{Faults, MAX_MESSAGE_BYTES, NetworkFactory, PeerError, Peers};
-use super::service::ClusterService;
+use super::service::{ClusterService, NodeCalls};
 use super::state::{Assignment, Command, InstanceKey, NodeId, Reply, State};
 use super::store::{self, StateMachineStore, StoreError};
 pub(crate) use super::write::LeaderWriteError;
@@ -170,8 +170,6 @@ pub struct Meta {
     write_timeout: Duration,
     writer: Writer,
     batcher: Batcher,
-    board: crate::supervisor::StatusBoard,
-    heartbeats: crate::control::lease::Heartbeats,
     /// Held by the leader across one membership change (add a learner and promote it, or
     /// remove a node): openraft refuses a change while another is under way.
     membership_changes: Arc<tokio::sync::Mutex<()>>,
@@ -242,21 +240,8 @@ impl Meta {
             batcher: Batcher::start(writer),
             peers,
             write_timeout: settings.write_timeout,
-            board: crate::supervisor::StatusBoard::default(),
-            heartbeats: crate::control::lease::Heartbeats::default(),
             membership_changes: Arc::default(),
         })
-    }
-
-    /// When this node, while leading, last heard from each node.
-    pub fn heartbeats(&self) -> crate::control::lease::Heartbeats {
-        self.heartbeats.clone()
-    }
-
-    /// The board this node's supervisor publishes its instances' states on (served to the
-    /// other nodes for status).
-    pub fn status_board(&self) -> crate::supervisor::StatusBoard {
-        self.board.clone()
     }
 
     /// Returns this node's id.
@@ -274,9 +259,10 @@ impl Meta {
         &self.raft
     }
 
-    /// Returns the gRPC service that carries this node's Raft traffic.
-    pub fn cluster_service(&self) -> ClusterServer<ClusterService> {
-        ClusterServer::new(ClusterService::new(self.clone()))
+    /// Returns the gRPC service that carries this node's Raft traffic, answering heartbeats and
+    /// instance-report calls through `node` (what runs around the store on this node).
+    pub fn cluster_service(&self, node: Arc<dyn NodeCalls>) -> ClusterServer<ClusterService> {
+        ClusterServer::new(ClusterService::new(self.clone(), node))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

@@ -1,28 +1,67 @@
 //! The server side of `ferry.cluster.v1.Cluster`: Raft RPCs handed to openraft, writes and read
-//! indexes served for followers, and joins.
+//! indexes served for followers, and joins; heartbeats and instance reports are answered by
+//! the node around the store ([`NodeCalls`]), so the store knows nothing of leases or the
+//! supervisor.
+
+use std::sync::Arc;
 
 use ferry_proto::cluster::v1::cluster_server::Cluster;
 use ferry_proto::cluster::v1::{
-    HeartbeatRequest, HeartbeatResponse, InstanceReportsRequest, InstanceReportsResponse,
-    JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
+    HeartbeatRequest, HeartbeatResponse, InstanceReport, InstanceReportsRequest,
+    InstanceReportsResponse, JoinRequest, JoinResponse, RaftMessage, ReadIndexRequest,
+    ReadIndexResponse,
 };
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::codec;
 use super::node::{LeaderWriteError, Meta, MetaError};
-use super::state::Command;
+use super::state::{Command, NodeId};
+
+/// The cluster calls answered by what runs around the store on this node: the leader's record
+/// of heartbeats (leases) and this node's instance reports (its supervisor's board).
+pub trait NodeCalls: Send + Sync + 'static {
+    /// Records that `node` renewed its lease with this node, the leader, now.
+    fn heard_from(&self, node: NodeId);
+
+    /// Returns the reports of this node's instances, only those of `connector`
+    /// (`tenant/namespace/name`) unless it is empty.
+    fn instance_reports(&self, connector: &str) -> Vec<InstanceReport>;
+}
+
+/// A store with nothing around it (benchmarks, store tests): heartbeats are not recorded and
+/// no instance runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOnly;
+
+impl NodeCalls for StoreOnly {
+    fn heard_from(&self, _: NodeId) {}
+
+    fn instance_reports(&self, _: &str) -> Vec<InstanceReport> {
+        Vec::new()
+    }
+}
 
 /// Answers cluster calls on this node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterService {
     meta: Meta,
+    node: Arc<dyn NodeCalls>,
+}
+
+impl std::fmt::Debug for ClusterService {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClusterService")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterService {
-    /// Returns the service of `meta`.
-    pub(crate) fn new(meta: Meta) -> Self {
-        Self { meta }
+    /// Returns the service of `meta`, answering heartbeats and instance reports through `node`.
+    pub(crate) fn new(meta: Meta, node: Arc<dyn NodeCalls>) -> Self {
+        Self { meta, node }
     }
 }
 
@@ -177,7 +216,7 @@ impl Cluster for ClusterService {
             .read_index_as_leader()
             .await
             .map_err(|error| status(&error))?;
-        self.meta.heartbeats().heard(node);
+        self.node.heard_from(node);
         Ok(Response::new(HeartbeatResponse {
             leader_id: self.meta.id(),
             read_index,
@@ -189,7 +228,7 @@ impl Cluster for ClusterService {
         request: Request<InstanceReportsRequest>,
     ) -> Result<Response<InstanceReportsResponse>, Status> {
         let connector = request.into_inner().connector;
-        let reports = crate::supervisor::proto_reports(&self.meta.status_board(), &connector);
+        let reports = self.node.instance_reports(&connector);
         Ok(Response::new(InstanceReportsResponse { reports }))
     }
 }

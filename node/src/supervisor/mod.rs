@@ -2,16 +2,20 @@
 //! this node into running instance actors, restarts failed ones with capped exponential
 //! backoff, and publishes every instance's observable state on a [`StatusBoard`].
 //!
-//! It reconciles whenever this node's assignments change (the state machine's watch) and on a
-//! short tick (connector updates, desired-state changes, due restarts). An instance runs while
-//! its assignment names this node and its connector is Running; a new epoch or a new connector
-//! version stops the old actor and starts a new one.
+//! - [`plan`]: every decision, a pure function of the assignments, the instances held, the
+//!   lease and the time; unit-tested over plain data.
+//! - this module: the thin executor, an actor that reads the plan's inputs whenever this node's
+//!   assignments change (the state machine's watch) and on a short tick (connector updates,
+//!   desired-state changes, due restarts, drain timeouts), and applies the actions: spawns
+//!   instance actors, sends them Drain and Stop, writes hand-off confirmations.
+//! - [`checkpoints`]: the Raft-backed checkpoint store instances commit to.
 
 pub mod checkpoints;
+pub mod plan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use ferry_actors::api::registry::{self, InstanceContext};
@@ -27,15 +31,15 @@ use ferry_actors::pulsar::sink_consumer::StartPosition;
 use tracing::{info, warn};
 
 use self::checkpoints::RaftCheckpointStore;
+use self::plan::{
+    Action, Assigned, Backoff, ConnectorView, DRAIN_TIMEOUT, Inputs, Lease, Now, StopReason,
+};
 use crate::control::lease::LeaseClock;
 use crate::meta::Meta;
 use crate::meta::state::{
-    Assignment, AssignmentPhase, Command, Connector, ConnectorKind, DesiredState, InstanceKey,
-    NodeId,
+    Assignment, AssignmentPhase, Command, Connector, ConnectorKind, ConnectorName, DesiredState,
+    InstanceKey, NodeId,
 };
-
-/// The longest a handed-off instance may take to drain before it is stopped hard.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the supervisor runs instances.
 #[derive(Debug, Clone)]
@@ -77,10 +81,16 @@ impl SupervisorSettings {
 
     /// The delay before restart number `failures` (1 = the first).
     pub fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(16);
-        self.backoff_initial
-            .saturating_mul(1_u32 << doublings)
-            .min(self.backoff_max)
+        self.backoff_policy().delay(failures)
+    }
+
+    /// Returns the restart delays as the plan takes them.
+    pub fn backoff_policy(&self) -> Backoff {
+        Backoff {
+            initial: self.backoff_initial,
+            max: self.backoff_max,
+            reset_after: self.backoff_reset_after,
+        }
     }
 }
 
@@ -198,8 +208,8 @@ struct Held {
     stop: Option<Recipient<Stop>>,
     /// Drains the actor for a hand-off.
     drain: Option<Recipient<Drain>>,
-    /// When a hand-off asked it to drain.
-    draining_since: Option<std::time::Instant>,
+    /// When it was asked to drain.
+    draining_since: Option<Instant>,
     /// The lease term it started in (None without leases).
     term: Option<u64>,
     status: SharedStatus,
@@ -208,7 +218,24 @@ struct Held {
     retry_at: Option<SystemTime>,
 }
 
-/// The per-node supervisor actor.
+impl Held {
+    /// Returns what the plan sees of this instance.
+    fn view(&self) -> plan::Held {
+        plan::Held {
+            epoch: self.epoch,
+            version: self.version,
+            term: self.term,
+            state: lock(&self.status).state,
+            drainable: self.drain.is_some(),
+            draining_since: self.draining_since,
+            started: self.started,
+            failures: self.failures,
+            retry_at: self.retry_at,
+        }
+    }
+}
+
+/// The per-node supervisor actor: the executor of the [`plan`].
 pub struct Supervisor {
     meta: Meta,
     node: NodeId,
@@ -247,228 +274,164 @@ impl Supervisor {
         self.board.clone()
     }
 
-    /// Brings the running instances in line with this node's assignments.
+    /// Brings the running instances in line with this node's assignments: reads the inputs,
+    /// asks the [`plan`] what to do, applies its actions in order and publishes the board.
     fn reconcile(&mut self) {
-        if let Some(clock) = self.settings.lease.clone() {
-            let Some(term) = clock.term() else {
-                // Without a lease the leader may give these instances to others: stop them
-                // now, before it can (it waits the lease plus a margin).
-                if !self.instances.is_empty() {
-                    warn!(
-                        node = self.node,
-                        "no lease: stopping every instance on this node"
-                    );
-                }
-                self.stop_all();
-                self.board.replace(BTreeMap::new());
-                return;
-            };
-            // Instances of an earlier term may have moved while the lease had lapsed: stop
-            // them (their fence already stops them writing).
-            let stale: Vec<InstanceKey> = self
-                .instances
-                .iter()
-                .filter(|(_, held)| held.term.is_some_and(|started| started != term))
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in stale {
-                if let Some(held) = self.instances.remove(&key)
-                    && let Some(stop) = held.stop
-                {
-                    warn!(instance = %key, "the lease lapsed since it started: stopping the instance");
-                    stop.do_send(Stop);
-                }
-            }
-            // After a lapse, start nothing before this node has seen the assignments the
-            // leader had when it renewed the lease.
-            if self.meta.applied_index() < clock.caught_up_to() {
-                self.publish(SystemTime::now());
-                return;
-            }
-        }
+        let now = Now {
+            monotonic: Instant::now(),
+            wall: SystemTime::now(),
+        };
+        let lease = match &self.settings.lease {
+            None => Lease::NotUsed,
+            Some(clock) => match clock.term() {
+                None => Lease::Lapsed,
+                Some(term) => Lease::Held {
+                    term,
+                    caught_up: self.meta.applied_index() >= clock.caught_up_to(),
+                },
+            },
+        };
+        // One read of this node's assignments, with the connectors an instance may start from.
         let node = self.node;
-        // One pass over this node's assignments: what should run, what is being handed off
-        // (Revoking: drained, then confirmed so the control loop may place it again), and
-        // what belongs to a connector asked to stop (drained, and stays assigned here).
-        let mut wanted: BTreeMap<InstanceKey, (u64, Connector)> = BTreeMap::new();
-        let mut revoking: Vec<(InstanceKey, u64)> = Vec::new();
-        let mut stopping: Vec<(InstanceKey, u64)> = Vec::new();
+        let mut assignments: BTreeMap<InstanceKey, Assigned> = BTreeMap::new();
+        let mut connectors: BTreeMap<ConnectorName, Connector> = BTreeMap::new();
         self.meta.read_local(|state| {
             for (key, assignment) in &state.assignments {
                 if assignment.node != node {
                     continue;
                 }
-                let handoff = (key.clone(), assignment.epoch);
-                if assignment.phase == AssignmentPhase::Revoking {
-                    revoking.push(handoff);
-                    continue;
+                let connector = state.connectors.get(&key.connector);
+                if let Some(connector) = connector
+                    && assignment.phase == AssignmentPhase::Assigned
+                    && connector.desired_state == DesiredState::Running
+                    && !connectors.contains_key(&key.connector)
+                {
+                    connectors.insert(key.connector.clone(), connector.clone());
                 }
-                let Some(connector) = state.connectors.get(&key.connector) else {
-                    continue;
-                };
-                match connector.desired_state {
-                    DesiredState::Stopped => stopping.push(handoff),
-                    DesiredState::Running if key.instance < connector.spec.parallelism => {
-                        wanted.insert(key.clone(), (assignment.epoch, connector.clone()));
-                    }
-                    DesiredState::Running => {}
-                }
+                assignments.insert(
+                    key.clone(),
+                    Assigned {
+                        epoch: assignment.epoch,
+                        phase: assignment.phase,
+                        connector: connector.map(|connector| ConnectorView {
+                            version: connector.version,
+                            desired_state: connector.desired_state,
+                            parallelism: connector.spec.parallelism,
+                        }),
+                    },
+                );
             }
         });
-        self.confirming
-            .retain(|handoff, _| revoking.contains(handoff));
-        for (key, epoch) in &stopping {
-            self.drained(key, *epoch, "stopping: draining the instance");
-        }
-        // Stop what is no longer wanted as it runs.
-        // An updated connector's instances drain (a final checkpoint) before the new version
-        // starts from it, so an update repeats nothing even under at-least-once.
-        let updated: Vec<(InstanceKey, u64)> = self
-            .instances
-            .iter()
-            .filter(|(key, running)| {
-                wanted.get(*key).is_some_and(|(epoch, connector)| {
-                    *epoch == running.epoch && connector.version != running.version
+        // A finished confirmation is written again if the hand-off is still pending.
+        self.confirming.retain(|(key, epoch), write| {
+            !write.is_finished()
+                && assignments.get(key).is_some_and(|assigned| {
+                    assigned.epoch == *epoch && assigned.phase == AssignmentPhase::Revoking
                 })
-            })
-            .map(|(key, running)| (key.clone(), running.epoch))
-            .collect();
-        for (key, epoch) in &updated {
-            self.drained(
-                key,
-                *epoch,
-                "the connector was updated: draining the instance",
-            );
-        }
-        let outdated: Vec<InstanceKey> = self
+        });
+        let held: BTreeMap<InstanceKey, plan::Held> = self
             .instances
             .iter()
-            .filter(|(key, running)| {
-                // An instance being handed off, stopped or updated drains first.
-                let handoff = ((*key).clone(), running.epoch);
-                let draining = revoking.contains(&handoff)
-                    || stopping.contains(&handoff)
-                    || updated.contains(&handoff);
-                !draining
-                    && wanted.get(*key).is_none_or(|(epoch, connector)| {
-                        *epoch != running.epoch || connector.version != running.version
-                    })
-            })
-            .map(|(key, _)| key.clone())
+            .map(|(key, instance)| (key.clone(), instance.view()))
             .collect();
-        for key in outdated {
-            if let Some(running) = self.instances.remove(&key) {
-                info!(instance = %key, epoch = running.epoch, "stopping instance");
-                if let Some(stop) = running.stop {
+        let confirming: BTreeSet<(InstanceKey, u64)> = self.confirming.keys().cloned().collect();
+        let actions = plan::plan(&Inputs {
+            lease,
+            assignments: &assignments,
+            held: &held,
+            confirming: &confirming,
+            backoff: self.settings.backoff_policy(),
+            now,
+        });
+        for action in actions {
+            self.apply(action, &connectors, now);
+        }
+        self.publish(now.wall);
+    }
+
+    /// Carries out one action of the plan.
+    fn apply(&mut self, action: Action, connectors: &BTreeMap<ConnectorName, Connector>, now: Now) {
+        match action {
+            Action::Stop { key, epoch, reason } => {
+                match reason {
+                    StopReason::NoLease => {
+                        warn!(instance = %key, epoch, "no lease: stopping the instance");
+                    }
+                    StopReason::LeaseLapsed => {
+                        warn!(instance = %key, epoch, "the lease lapsed since it started: stopping the instance");
+                    }
+                    StopReason::Outdated => info!(instance = %key, epoch, "stopping instance"),
+                    StopReason::Ended => {}
+                    StopReason::DrainTimedOut => {
+                        warn!(instance = %key, timeout = ?DRAIN_TIMEOUT, "the drain took too long: stopping the instance");
+                    }
+                }
+                if let Some(instance) = self.instances.remove(&key)
+                    && let Some(stop) = instance.stop
+                {
                     stop.do_send(Stop);
                 }
             }
-        }
-        for (key, epoch) in revoking {
-            if !self.drained(&key, epoch, "handing off: draining the instance") {
-                continue;
-            }
-            let confirming = self
-                .confirming
-                .get(&(key.clone(), epoch))
-                .is_some_and(|write| !write.is_finished());
-            if confirming {
-                continue;
-            }
-            let meta = self.meta.clone();
-            let handoff = (key.clone(), epoch);
-            let write = tokio::spawn(async move {
-                match meta
-                    .write(Command::ConfirmRevoked {
-                        key: key.clone(),
-                        epoch,
-                    })
-                    .await
-                {
-                    Ok(Ok(_)) => info!(instance = %key, epoch, "hand-off confirmed"),
-                    Ok(Err(rejection)) => warn!(instance = %key, %rejection, "hand-off refused"),
-                    Err(error) => warn!(instance = %key, %error, "hand-off not confirmed yet"),
-                }
-            });
-            self.confirming.insert(handoff, write);
-        }
-        let now = SystemTime::now();
-        for (key, (epoch, connector)) in wanted {
-            match self.instances.get_mut(&key) {
-                None => {
-                    let running = self.start_instance(&key, epoch, &connector, 0);
-                    self.instances.insert(key, running);
-                }
-                Some(running) => {
-                    let state = lock(&running.status).state;
-                    if state != InstanceState::Failed {
-                        continue;
+            Action::Drain { key, epoch, reason } => {
+                if let Some(instance) = self.instances.get_mut(&key) {
+                    info!(instance = %key, epoch, "{}", reason.describe());
+                    if let Some(drain) = &instance.drain {
+                        drain.do_send(Drain);
                     }
-                    match running.retry_at {
-                        None => {
-                            let healthy = now
-                                .duration_since(running.started)
-                                .is_ok_and(|ran| ran >= self.settings.backoff_reset_after);
-                            running.failures = if healthy { 1 } else { running.failures + 1 };
-                            let delay = self.settings.backoff(running.failures);
-                            running.retry_at = Some(now + delay);
-                            warn!(
-                                instance = %key,
-                                failures = running.failures,
-                                retry_in = ?delay,
-                                error = lock(&running.status).last_error.as_deref().unwrap_or(""),
-                                "instance failed; restarting after a backoff"
-                            );
+                    instance.draining_since = Some(now.monotonic);
+                }
+            }
+            Action::ConfirmHandoff { key, epoch } => {
+                let meta = self.meta.clone();
+                let handoff = (key.clone(), epoch);
+                let write = tokio::spawn(async move {
+                    match meta
+                        .write(Command::ConfirmRevoked {
+                            key: key.clone(),
+                            epoch,
+                        })
+                        .await
+                    {
+                        Ok(Ok(_)) => info!(instance = %key, epoch, "hand-off confirmed"),
+                        Ok(Err(rejection)) => {
+                            warn!(instance = %key, %rejection, "hand-off refused");
                         }
-                        Some(at) if at <= now => {
-                            let failures = running.failures;
-                            let restarted = self.start_instance(&key, epoch, &connector, failures);
-                            self.instances.insert(key, restarted);
-                        }
-                        Some(_) => {}
+                        Err(error) => warn!(instance = %key, %error, "hand-off not confirmed yet"),
                     }
+                });
+                self.confirming.insert(handoff, write);
+            }
+            Action::Start {
+                key,
+                epoch,
+                failures,
+            } => {
+                // The plan starts only instances of connectors read with the assignments.
+                let Some(connector) = connectors.get(&key.connector) else {
+                    return;
+                };
+                let instance = self.start_instance(&key, epoch, connector, failures);
+                self.instances.insert(key, instance);
+            }
+            Action::ScheduleRestart {
+                key,
+                failures,
+                delay,
+                retry_at,
+            } => {
+                if let Some(instance) = self.instances.get_mut(&key) {
+                    instance.failures = failures;
+                    instance.retry_at = Some(retry_at);
+                    warn!(
+                        instance = %key,
+                        failures,
+                        retry_in = ?delay,
+                        error = lock(&instance.status).last_error.as_deref().unwrap_or(""),
+                        "instance failed; restarting after a backoff"
+                    );
                 }
             }
         }
-        self.publish(now);
-    }
-
-    /// Drains instance `key` (run under `epoch`) so it finishes what it holds and commits a
-    /// final checkpoint; returns true once it is no longer running here (drained, ended, or
-    /// stopped hard after [`DRAIN_TIMEOUT`]), its entry removed.
-    fn drained(&mut self, key: &InstanceKey, epoch: u64, why: &str) -> bool {
-        let Some(held) = self.instances.get_mut(key) else {
-            return true;
-        };
-        if held.epoch != epoch {
-            return true;
-        }
-        let state = lock(&held.status).state;
-        let ended = matches!(
-            state,
-            InstanceState::Stopped | InstanceState::Finished | InstanceState::Failed
-        ) || held.drain.is_none();
-        match held.draining_since {
-            _ if ended => {}
-            None => {
-                info!(instance = %key, epoch, "{why}");
-                if let Some(drain) = &held.drain {
-                    drain.do_send(Drain);
-                }
-                held.draining_since = Some(std::time::Instant::now());
-                return false;
-            }
-            Some(since) if since.elapsed() < DRAIN_TIMEOUT => return false,
-            Some(_) => {
-                warn!(instance = %key, timeout = ?DRAIN_TIMEOUT, "the drain took too long: stopping the instance");
-            }
-        }
-        if let Some(held) = self.instances.remove(key)
-            && let Some(stop) = held.stop
-        {
-            stop.do_send(Stop);
-        }
-        true
     }
 
     /// Starts an instance actor for `key`; an instance that cannot be built is recorded as
