@@ -52,7 +52,10 @@ async fn t30_a_joining_node_takes_its_share_by_hand_off_without_repeats() {
     for instance in 0..4 {
         // At-least-once producers are named per epoch: join this instance's owners in order.
         let owners = producers_of(&by_producer, instance);
-        let joined: Vec<u64> = owners.iter().flat_map(|(_, reads)| keys(reads, 4)).collect();
+        let joined: Vec<u64> = owners
+            .iter()
+            .flat_map(|(_, reads)| keys(reads, 4))
+            .collect();
         check_exactly_once_in_order(&format!("instance {instance}"), &joined, COUNT);
         if owners.len() > 1 {
             phase(&format!(

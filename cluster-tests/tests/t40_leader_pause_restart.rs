@@ -129,7 +129,10 @@ async fn t41_a_paused_owner_fences_itself_before_its_instance_moves() {
         "the paused owner published at {last_old}, after the new owner started at {first_new}"
     );
     // At-least-once: nothing lost across the instance's owners.
-    let mut seen: Vec<u64> = epochs.iter().flat_map(|(_, reads)| keys(reads, 3)).collect();
+    let mut seen: Vec<u64> = epochs
+        .iter()
+        .flat_map(|(_, reads)| keys(reads, 3))
+        .collect();
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(
