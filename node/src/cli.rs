@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use actix::Actor;
@@ -173,6 +174,31 @@ pub struct VersionArgs {
     /// TLS and token for reaching the node.
     #[command(flatten)]
     pub access: client::AccessArgs,
+}
+
+/// Runs the `ferry` command line of this process: parses the arguments, runs the command and
+/// reports a failure as one line on standard error (`error: CODE: message`).
+///
+/// A `ferry` build with connectors of its own calls this after
+/// [`ferry_actors::connectors::install`]ing its registry (see `node/example-connector/`):
+///
+/// ```no_run
+/// # use std::process::ExitCode;
+/// fn main() -> ExitCode {
+///     let registry = ferry_actors::connectors::builtin();
+///     // registry.source::<MySource>();
+///     ferry_actors::connectors::install(registry).expect("installed before any use");
+///     ferry_node::cli::main()
+/// }
+/// ```
+pub fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs a parsed command line.

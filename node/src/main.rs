@@ -1,16 +1,7 @@
-//! The `ferry` binary: parses the command line and reports a failure as one line on stderr.
+//! The `ferry` binary: the built-in connectors and the command line of [`ferry_node::cli`].
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use ferry_node::cli::{Cli, run};
-
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ferry_node::cli::main()
 }

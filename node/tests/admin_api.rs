@@ -10,7 +10,9 @@
 //!   nothing of them is stored, and the cluster still serves a create afterwards; the
 //!   effectively-once check asks a (stand-in) Pulsar admin API about deduplication;
 //! - t40: a secret config value never appears in any command's output nor in the node's logs
-//!   (at debug level).
+//!   (at debug level);
+//! - t50: positions read as each connector writes them (`index=50`, a sink's message ids and
+//!   file length) in `offsets get` and status, and `offsets reset --position` takes that text.
 
 mod common;
 
@@ -20,6 +22,7 @@ use std::path::Path;
 
 use common::cluster::{Cluster, ok, ok_json, refused, run};
 use common::text;
+use ferry_test_support::wait;
 use serde_json::Value;
 
 fn names(list: &Value) -> Vec<String> {
@@ -65,8 +68,9 @@ fn fake_pulsar_admin() -> String {
     format!("http://{address}")
 }
 
-/// Creates, reads, changes, stops, resets, starts, restarts and deletes `name` through `url`.
-fn crud_cycle(url: &str, kind: &str, name: &str, create: &[&str]) {
+/// Creates, reads, changes, stops, resets (to `position`, a position of its type as text),
+/// starts, restarts and deletes `name` through `url`.
+fn crud_cycle(url: &str, kind: &str, name: &str, create: &[&str], position: &str) {
     let mut args = vec![kind, "create", "--name", name];
     args.extend(create);
     let created = ok_json(url, &args);
@@ -112,24 +116,16 @@ fn crud_cycle(url: &str, kind: &str, name: &str, create: &[&str]) {
     assert_eq!(stopped["desired_state"], "STOPPED");
     ok(
         url,
-        &[
-            "offsets",
-            "reset",
-            "--name",
-            name,
-            "--position",
-            "from-here",
-        ],
+        &["offsets", "reset", "--name", name, "--position", position],
     );
     let offsets = ok_json(url, &["offsets", "get", "--name", name]);
     let offsets = offsets["offsets"].as_array().expect("offsets");
     assert_eq!(offsets.len(), 3);
     for offset in offsets {
-        assert_eq!(
-            offset["checkpoint"]["position_text"], "from-here",
-            "{offset}"
-        );
+        assert_eq!(offset["checkpoint"]["position_text"], position, "{offset}");
     }
+    let table = ok(url, &["offsets", "get", "--name", name]);
+    assert!(table.contains(position), "{table}");
     ok(
         url,
         &["offsets", "reset", "--name", name, "--instance-id", "2"],
@@ -156,6 +152,13 @@ fn crud_cycle(url: &str, kind: &str, name: &str, create: &[&str]) {
     assert!(gone.starts_with("error: NOT_FOUND:"), "{gone}");
     assert!(!names(&ok_json(url, &[kind, "list"])).contains(&name.to_owned()));
 }
+
+/// A datagen position, as `offsets get` shows it.
+const SOURCE_POSITION: &str = "index=40";
+/// A file sink's position: the last message id written from each input, then the file's
+/// length.
+const SINK_POSITION: &str =
+    "persistent://public/default/t1=7:3:-1 persistent://public/default/t2=9:0:-1 sink=length=0";
 
 fn source_create() -> Vec<&'static str> {
     vec![
@@ -223,7 +226,7 @@ fn t10_a_source_and_a_sink_go_through_their_whole_life_on_one_node() {
         ],
     );
 
-    crud_cycle(&url, "sources", "gen", &source_create());
+    crud_cycle(&url, "sources", "gen", &source_create(), SOURCE_POSITION);
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let config = dir.path().join("sink.json");
@@ -235,7 +238,7 @@ fn t10_a_source_and_a_sink_go_through_their_whole_life_on_one_node() {
     .expect("write");
     let create = sink_create(&config);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
-    crud_cycle(&url, "sinks", "out", &create);
+    crud_cycle(&url, "sinks", "out", &create, SINK_POSITION);
 }
 
 #[test]
@@ -299,7 +302,7 @@ fn t20_every_verb_works_against_a_follower() {
     let follower = cluster.follower();
     let url = cluster.url(follower);
 
-    crud_cycle(&url, "sources", "gen", &source_create());
+    crud_cycle(&url, "sources", "gen", &source_create(), SOURCE_POSITION);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let config = dir.path().join("sink.json");
     let out = dir.path().join("sink.out");
@@ -310,7 +313,7 @@ fn t20_every_verb_works_against_a_follower() {
     .expect("write");
     let create = sink_create(&config);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
-    crud_cycle(&url, "sinks", "out", &create);
+    crud_cycle(&url, "sinks", "out", &create, SINK_POSITION);
 
     let nodes = ok_json(&url, &["cluster", "nodes"]);
     let nodes = nodes["nodes"].as_array().expect("nodes");
@@ -601,6 +604,18 @@ fn t30_bad_inputs_are_refused_with_the_right_code_naming_the_problem() {
             "stop it",
         ),
         (
+            vec![
+                "offsets",
+                "reset",
+                "--name",
+                "stopped",
+                "--position",
+                "offset=3",
+            ],
+            "INVALID_ARGUMENT",
+            "invalid position: \"offset=3\" is not index=<whole number>",
+        ),
+        (
             vec!["sources", "restart", "--name", "stopped"],
             "FAILED_PRECONDITION",
             "stopped",
@@ -665,17 +680,17 @@ fn t30_bad_inputs_are_refused_with_the_right_code_naming_the_problem() {
         ),
     ];
     assert!(cases.len() >= 20);
+    // Every case runs, and the failure lists every case that went wrong.
+    let mut wrong = Vec::new();
     for (args, code, needle) in &cases {
         let line = refused(&url, args);
-        assert!(
-            line.starts_with(&format!("error: {code}: ")),
-            "{args:?} should be {code}: {line}"
-        );
-        assert!(
-            line.contains(needle),
-            "{args:?} should name {needle:?}: {line}"
-        );
+        if !line.starts_with(&format!("error: {code}: ")) {
+            wrong.push(format!("{args:?} should be {code}: {line}"));
+        } else if !line.contains(needle) {
+            wrong.push(format!("{args:?} should name {needle:?}: {line}"));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     let unreachable = refused("http://127.0.0.1:1", &["sources", "list"]);
     assert!(unreachable.contains("--admin-url"), "{unreachable}");
@@ -784,4 +799,198 @@ fn t40_secrets_never_leave_the_node() {
         "the node logged at all:\n{logs}"
     );
     assert!(!logs.contains(SECRET), "a secret in the node's logs");
+}
+
+/// Waits until `condition` returns `Some`, polling the CLI; fails naming `reason`.
+fn wait_until<T>(reason: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(wait::until(reason, WAIT_TIMEOUT, || {
+        let value = condition();
+        async move { value }
+    }))
+}
+
+/// How long a connector may take to get somewhere.
+const WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Issue 10, item 5: positions read as their connector writes them, and a reset takes that
+/// text back.
+///
+/// 1. A datagen source of 50 records finishes; `offsets get` and `status` (JSON and table)
+///    show its position as `index=50`.
+/// 2. Stopped and reset with `--position index=40`, started again: it resumes there, so its
+///    new run writes exactly the 10 records 40..49 and ends at `index=50` again.
+/// 3. A file sink reading that topic shows `<topic>=<message id> sink=length=<file length>`;
+///    stopped, reset with the text it showed, it shows the same text back.
+/// 4. Text that is no position of the type is refused, naming `position` and the shape.
+#[test]
+fn t50_positions_read_as_text_and_a_reset_takes_text() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let url = cluster.url(0);
+    let topic = format!(
+        "persistent://public/default/{}",
+        ferry_test_support::unique_name("positions")
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("positions.out");
+
+    // 1. The finished source's position reads `index=50`.
+    ok(
+        &url,
+        &[
+            "sources",
+            "create",
+            "--name",
+            "counted",
+            "--source-type",
+            "datagen",
+            "--destination-topic-name",
+            &topic,
+            "--source-config",
+            r#"{"count": 50}"#,
+        ],
+    );
+    let finished = |commits_above: u64| {
+        wait_until("the source finished with its position checkpointed", || {
+            let status = ok_json(&url, &["sources", "status", "--name", "counted"]);
+            let instance = &status["instances"][0];
+            (instance["state"] == "FINISHED"
+                && instance["checkpoint"]["commits"].as_u64() > Some(commits_above))
+            .then(|| instance.clone())
+        })
+    };
+    let first = finished(0);
+    assert_eq!(first["checkpoint"]["position_text"], "index=50", "{first}");
+    assert_eq!(first["records_written"], 50, "{first}");
+    let offsets = ok_json(&url, &["offsets", "get", "--name", "counted"]);
+    assert_eq!(
+        offsets["offsets"][0]["checkpoint"]["position_text"], "index=50",
+        "{offsets}"
+    );
+    assert_eq!(
+        offsets["offsets"][0]["checkpoint"]["position_hex"],
+        "0000000000000032"
+    );
+    for table in [
+        ok(&url, &["offsets", "get", "--name", "counted"]),
+        ok(&url, &["sources", "status", "--name", "counted"]),
+    ] {
+        assert!(table.contains("POSITION"), "{table}");
+        assert!(table.contains("index=50"), "{table}");
+    }
+
+    // 2. Reset to `index=40` and started again, it writes 40..49 once more.
+    ok(&url, &["sources", "stop", "--name", "counted"]);
+    ok(
+        &url,
+        &[
+            "offsets",
+            "reset",
+            "--name",
+            "counted",
+            "--position",
+            "index=40",
+        ],
+    );
+    let reset = ok_json(&url, &["offsets", "get", "--name", "counted"]);
+    let reset = &reset["offsets"][0]["checkpoint"];
+    assert_eq!(reset["position_text"], "index=40", "{reset}");
+    let commits_at_reset = reset["commits"].as_u64().expect("commits");
+    ok(&url, &["sources", "start", "--name", "counted"]);
+    let resumed = finished(commits_at_reset);
+    assert_eq!(
+        resumed["records_written"], 10,
+        "the run after the reset writes indexes 40..49 only: {resumed}"
+    );
+    assert_eq!(resumed["checkpoint"]["position_text"], "index=50");
+
+    // 3. A file sink's position: the topic's last message id, then the file's length.
+    ok(
+        &url,
+        &[
+            "sinks",
+            "create",
+            "--name",
+            "copy",
+            "--sink-type",
+            "file",
+            "--inputs",
+            &topic,
+            "--sink-config",
+            &format!(r#"{{"path": {:?}}}"#, out.display().to_string()),
+        ],
+    );
+    let prefix = format!("{topic}=");
+    let shown = wait_until("the sink checkpointed all it wrote", || {
+        let offsets = ok_json(&url, &["offsets", "get", "--name", "copy"]);
+        let text = offsets["offsets"][0]["checkpoint"]["position_text"]
+            .as_str()?
+            .to_owned();
+        let length = std::fs::metadata(&out).ok()?.len();
+        // 60 records of 100 bytes and a newline each.
+        (length == 60 * 101 && text.ends_with(&format!(" sink=length={length}"))).then_some(text)
+    });
+    let (partition, _) = shown.split_once(' ').expect("two parts");
+    let id = partition.strip_prefix(&prefix).expect("the topic first");
+    assert_eq!(id.split(':').count(), 3, "{shown}");
+    ok(&url, &["sinks", "stop", "--name", "copy"]);
+    ok(
+        &url,
+        &["offsets", "reset", "--name", "copy", "--position", &shown],
+    );
+    let back = ok_json(&url, &["offsets", "get", "--name", "copy"]);
+    assert_eq!(
+        back["offsets"][0]["checkpoint"]["position_text"],
+        shown.as_str()
+    );
+    assert!(
+        ok(&url, &["sinks", "status", "--name", "copy"]).contains(&shown),
+        "the status table shows the sink's position"
+    );
+
+    // 4. Text that is no position of the type names the field and the shape.
+    for (name, text, needle) in [
+        ("counted", "index=forty", "is not index=<whole number>"),
+        ("copy", "index=40", "<topic>=<ledger>:<entry>:<batch index>"),
+        (
+            "copy",
+            &format!("{prefix}1:2 sink=length=0"),
+            "has no message id",
+        ),
+        (
+            "copy",
+            &format!("{prefix}1:2:-1 sink=lines=3"),
+            "is not length=<whole number>",
+        ),
+    ] {
+        let kind = if name == "counted" {
+            "sources"
+        } else {
+            "sinks"
+        };
+        if kind == "sources" {
+            ok(&url, &["sources", "stop", "--name", name]);
+        }
+        let line = refused(
+            &url,
+            &["offsets", "reset", "--name", name, "--position", text],
+        );
+        assert!(
+            line.starts_with("error: INVALID_ARGUMENT: invalid position: "),
+            "{text}: {line}"
+        );
+        assert!(
+            line.contains(needle),
+            "{text} should say {needle:?}: {line}"
+        );
+    }
+    // Nothing refused was stored.
+    let kept = ok_json(&url, &["offsets", "get", "--name", "copy"]);
+    assert_eq!(
+        kept["offsets"][0]["checkpoint"]["position_text"],
+        shown.as_str()
+    );
 }

@@ -4,8 +4,10 @@
 //!
 //! - [`checkpoint`]: the store interface and an in-memory implementation.
 //! - [`source`]: the source instance actor, [`source::SourceInstance`].
+//! - [`position`]: a whole checkpoint as text (status, `offsets get`, `offsets reset`).
 
 pub mod checkpoint;
+pub mod position;
 pub mod sink;
 pub mod source;
 

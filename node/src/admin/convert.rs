@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 
 use ferry_actors::api::config::REDACTED;
 use ferry_actors::api::registry::{self, ConnectorType};
+use ferry_actors::connectors;
+use ferry_actors::instance::position;
 use ferry_proto::admin::v1 as proto;
 use serde_json::Value;
 
 use super::error::AdminError;
 use crate::meta::state::{
-    AssignmentPhase, Checkpoint, Connector, ConnectorKind, ConnectorName, DesiredState, Guarantee,
-    InstanceKey, NodeState, State,
+    AssignmentPhase, Checkpoint, Connector, ConnectorKind, ConnectorName, ConnectorSpec,
+    DesiredState, Guarantee, InstanceKey, NodeState, State,
 };
 
 /// Returns the store's kind for a request's, or None when the request leaves it unspecified.
@@ -122,14 +124,29 @@ pub(crate) fn connector_info(name: &ConnectorName, connector: &Connector) -> pro
     }
 }
 
-/// Returns a checkpoint as the API shows it.
-pub(crate) fn checkpoint(checkpoint: &Checkpoint) -> proto::Checkpoint {
+/// Returns the registered type of a stored connector; None when this build lacks it (a
+/// connector created by a build with more connectors).
+pub(crate) fn registered_type(spec: &ConnectorSpec) -> Option<&'static ConnectorType> {
+    connectors::registry()
+        .find(spec.kind, &spec.connector_type)
+        .ok()
+}
+
+/// Returns a checkpoint as the API shows it, its position also as the text `connector_type`
+/// renders (left out when the type is unknown or the bytes are not its position).
+pub(crate) fn checkpoint(
+    checkpoint: &Checkpoint,
+    connector_type: Option<&ConnectorType>,
+) -> proto::Checkpoint {
     proto::Checkpoint {
         epoch: checkpoint.epoch,
         position: checkpoint.position.clone().into(),
         sequence_id: checkpoint.sequence_id,
         time_ms: checkpoint.time_ms,
         commits: checkpoint.commits,
+        position_text: connector_type.and_then(|connector_type| {
+            position::render_checkpoint(connector_type, &checkpoint.position).ok()
+        }),
     }
 }
 
@@ -161,7 +178,13 @@ pub(crate) fn instance_status(
         epoch: assignment.map_or(0, |assignment| assignment.epoch),
         revoking: assignment
             .is_some_and(|assignment| assignment.phase == AssignmentPhase::Revoking),
-        checkpoint: state.checkpoints.get(key).map(checkpoint),
+        checkpoint: state.checkpoints.get(key).map(|stored| {
+            let connector_type = state
+                .connectors
+                .get(&key.connector)
+                .and_then(|connector| registered_type(&connector.spec));
+            checkpoint(stored, connector_type)
+        }),
         ..Default::default()
     }
 }

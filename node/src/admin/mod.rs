@@ -454,6 +454,7 @@ impl AdminService {
         if let Some(instance) = request.instance_id {
             check_instance(&name, &stored, instance)?;
         }
+        let connector_type = convert::registered_type(&stored.spec);
         let offsets = self
             .read(|state| {
                 (0..stored.spec.parallelism)
@@ -465,7 +466,10 @@ impl AdminService {
                         };
                         proto::InstanceOffset {
                             instance_id: instance,
-                            checkpoint: state.checkpoints.get(&key).map(convert::checkpoint),
+                            checkpoint: state
+                                .checkpoints
+                                .get(&key)
+                                .map(|stored| convert::checkpoint(stored, connector_type)),
                         }
                     })
                     .collect()
@@ -487,10 +491,21 @@ impl AdminService {
                 convert::kind_word(stored.spec.kind)
             )));
         }
+        let position = match (request.position, request.position_text) {
+            (Some(_), Some(_)) => {
+                return Err(AdminError::invalid(
+                    "position",
+                    "give it as text or as bytes, not both",
+                ));
+            }
+            (Some(bytes), None) => Some(bytes.to_vec()),
+            (None, Some(text)) => Some(validate::position_text(&stored.spec, &text)?),
+            (None, None) => None,
+        };
         self.write(Command::ResetOffsets {
             connector: name.clone(),
             instance: request.instance_id,
-            position: request.position.map(|position| position.to_vec()),
+            position,
         })
         .await?;
         info!(connector = %name, instance = ?request.instance_id, "offsets reset");

@@ -11,10 +11,12 @@ use ferry_actors::api::ConnectorError;
 use ferry_actors::api::config::json_kind;
 use ferry_actors::api::registry::{self, ConnectorType, InstanceContext};
 use ferry_actors::connectors;
+use ferry_actors::instance::position;
 use ferry_actors::pulsar::admin::TopicName;
 use ferry_proto::admin::v1 as proto;
 use serde_json::{Map, Value};
 
+use super::convert::kind_word;
 use super::error::AdminError;
 use crate::meta::state::{ConnectorKind, ConnectorName, ConnectorSpec, Guarantee, Secret};
 
@@ -253,6 +255,38 @@ pub(crate) fn config_flag(kind: ConnectorKind) -> &'static str {
 
 fn config_field(kind: ConnectorKind, name: &str) -> String {
     format!("{} field {name:?}", config_flag(kind))
+}
+
+/// Parses `text`, a position as `offsets get` shows it, into the checkpoint bytes of an
+/// instance of `spec`; a refusal names `position` and the shape the type expects.
+pub(crate) fn position_text(spec: &ConnectorSpec, text: &str) -> Result<Vec<u8>, AdminError> {
+    let connector_type = registry_type(spec)?;
+    position::parse_checkpoint(connector_type, text).map_err(|error| match error {
+        ConnectorError::InvalidPosition(reason) => AdminError::invalid(
+            "position",
+            format!(
+                "{reason} (for a {} {})",
+                connector_type.name,
+                kind_word(spec.kind)
+            ),
+        ),
+        other => AdminError::invalid("position", other.to_string()),
+    })
+}
+
+fn registry_type(spec: &ConnectorSpec) -> Result<&'static ConnectorType, AdminError> {
+    connectors::registry()
+        .find(spec.kind, &spec.connector_type)
+        .map_err(|_| {
+            AdminError::invalid(
+                "position",
+                format!(
+                    "this node's build has no {} type {}, so it cannot read the position as text (give it as bytes)",
+                    kind_word(spec.kind),
+                    spec.connector_type
+                ),
+            )
+        })
 }
 
 /// Names a registry error's field as the user knows it: the type and guarantee flags as they

@@ -35,11 +35,14 @@ pub struct ResetArgs {
     /// The connector, and optionally one instance.
     #[command(flatten)]
     pub instance: InstanceArgs,
-    /// The new position, as text (the connector's own encoding); absent forgets the
-    /// checkpoint, so instances start at their configured start.
+    /// The new position, as text, as `offsets get` shows it: a source's own (`index=876`,
+    /// `file=a.log offset=1234`); a sink's message id per input partition, then its own
+    /// position (`persistent://public/default/in-partition-0=12:3:-1 sink=length=4096`).
+    /// Absent (with --position-hex) forgets the checkpoint, so instances start at their
+    /// configured start.
     #[arg(long, value_name = "TEXT", conflicts_with = "position_hex")]
     pub position: Option<String>,
-    /// The new position, as hex bytes.
+    /// The new position, as the checkpoint's raw bytes in hex.
     #[arg(long, value_name = "HEX")]
     pub position_hex: Option<String>,
 }
@@ -121,17 +124,14 @@ pub async fn run_offsets(args: OffsetsArgs) -> anyhow::Result<()> {
             }
         }
         OffsetsCommand::Reset(reset) => {
-            let position = match (reset.position, reset.position_hex) {
-                (Some(text), _) => Some(text.into_bytes()),
-                (None, Some(hex)) => Some(parse_hex(&hex)?),
-                (None, None) => None,
-            };
+            let position = reset.position_hex.as_deref().map(parse_hex).transpose()?;
             client
                 .reset_offsets(proto::ResetOffsetsRequest {
                     name: Some(reset.instance.name.proto()),
                     kind: proto::ConnectorKind::Unspecified.into(),
                     instance_id: reset.instance.instance_id,
                     position: position.map(Into::into),
+                    position_text: reset.position,
                 })
                 .await
                 .map_err(|status| call_error(&status))?;

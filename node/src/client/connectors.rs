@@ -751,11 +751,12 @@ fn type_json(connector_type: &proto::ConnectorType) -> Value {
     })
 }
 
-/// Returns a checkpoint as JSON: its position as hex, and as text when it is UTF-8.
+/// Returns a checkpoint as JSON: its position as the connector's text (null when the node
+/// cannot render it) and as hex bytes.
 pub fn checkpoint_json(checkpoint: &proto::Checkpoint) -> Value {
     json!({
+        "position_text": checkpoint.position_text,
         "position_hex": hex(&checkpoint.position),
-        "position_text": std::str::from_utf8(&checkpoint.position).ok(),
         "sequence_id": checkpoint.sequence_id,
         "epoch": checkpoint.epoch,
         "time_ms": checkpoint.time_ms,
@@ -763,19 +764,20 @@ pub fn checkpoint_json(checkpoint: &proto::Checkpoint) -> Value {
     })
 }
 
-/// Returns a checkpoint's position for a table cell: its text when printable, else hex.
+/// Returns a checkpoint's position for a table cell: the connector's text, else the bytes in
+/// hex (`0x…`, what `offsets reset --position-hex` takes).
 pub fn position_cell(checkpoint: Option<&proto::Checkpoint>) -> String {
     match checkpoint {
         None => "-".to_owned(),
-        Some(checkpoint) => match std::str::from_utf8(&checkpoint.position) {
-            Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
-            _ => format!("0x{}", hex(&checkpoint.position)),
+        Some(checkpoint) => match &checkpoint.position_text {
+            Some(text) => text.clone(),
+            None => format!("0x{}", hex(&checkpoint.position)),
         },
     }
 }
 
 /// Summarises a checkpoint for the status table: how many commits, and how long ago the last
-/// was (`ferry offsets get` shows the position itself).
+/// was.
 fn checkpoint_summary(checkpoint: Option<&proto::Checkpoint>) -> String {
     let Some(checkpoint) = checkpoint else {
         return "-".to_owned();
@@ -849,6 +851,7 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         instance_state_name(instance.state).to_owned(),
                         instance.records_received.to_string(),
                         instance.records_written.to_string(),
+                        position_cell(instance.checkpoint.as_ref()),
                         checkpoint_summary(instance.checkpoint.as_ref()),
                         instance.last_error.clone(),
                     ]
@@ -863,6 +866,7 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         "STATE",
                         "RECEIVED",
                         "WRITTEN",
+                        "POSITION",
                         "CHECKPOINTS",
                         "LAST_ERROR"
                     ],

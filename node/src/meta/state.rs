@@ -538,7 +538,7 @@ impl State {
                 connector,
                 instance,
                 position,
-            } => self.reset_offsets(connector, *instance, position.as_ref()),
+            } => self.reset_offsets(index, connector, *instance, position.as_ref()),
             Command::Batch(commands) => Ok(Outcome::Batch(
                 commands
                     .iter()
@@ -703,8 +703,14 @@ impl State {
         Ok(Outcome::CheckpointCommitted { duplicate: false })
     }
 
+    /// Sets or forgets checkpoints of a stopped connector. The reset instances' assignments take
+    /// `index` as their epoch: the position their owners held is no longer the stored one, so
+    /// an owner that has not stopped yet is fenced, and a supervisor that missed the stop (a
+    /// stop, reset and start within one of its ticks) sees a new epoch and starts the instance
+    /// again from the reset position.
     fn reset_offsets(
         &mut self,
+        index: u64,
         connector: &ConnectorName,
         instance: Option<InstanceIndex>,
         position: Option<&Vec<u8>>,
@@ -735,7 +741,7 @@ impl State {
             match position {
                 Some(position) => {
                     self.checkpoints.insert(
-                        key,
+                        key.clone(),
                         Checkpoint {
                             epoch: 0,
                             position: position.clone(),
@@ -748,6 +754,13 @@ impl State {
                 None => {
                     self.checkpoints.remove(&key);
                 }
+            }
+            // A hand-off under way keeps its epoch: its confirmation names it, and the next
+            // assignment makes a new one anyway.
+            if let Some(assignment) = self.assignments.get_mut(&key)
+                && assignment.phase == AssignmentPhase::Assigned
+            {
+                assignment.epoch = index;
             }
         }
         Ok(Outcome::Done)
@@ -1113,6 +1126,44 @@ mod tests {
             state.apply(15, &out_of_range),
             Err(Rejection::InstanceOutOfRange { instance: 2, .. })
         ));
+    }
+
+    /// Regression (issue 10, found by admin_api t50): `stop`, `offsets reset` and `start` given
+    /// within one supervisor tick left a finished instance finished under the same epoch, so
+    /// the owner never noticed it had to run again from the reset position (and a running
+    /// owner that missed the stop could have gone on from the position it held). A reset
+    /// fences the reset instances' owners: their assignments take the reset's index as epoch.
+    #[test]
+    fn a_reset_gives_the_reset_instances_a_new_epoch() {
+        let mut state = assigned_state();
+        state.apply(11, &commit(10, None, b"p1")).unwrap();
+        state
+            .apply(
+                12,
+                &Command::SetDesiredState {
+                    connector: name(),
+                    state: DesiredState::Stopped,
+                },
+            )
+            .unwrap();
+        let reset = Command::ResetOffsets {
+            connector: name(),
+            instance: Some(0),
+            position: Some(b"p0".to_vec()),
+        };
+        assert_eq!(state.apply(13, &reset), Ok(Outcome::Done));
+        assert_eq!(state.assignments[&key(0)].epoch, 13);
+        assert_eq!(state.assignments[&key(0)].node, 1);
+        // The old owner's commits are refused; the new epoch's chain from the reset.
+        assert!(matches!(
+            state.apply(14, &commit(10, Some(b"p0"), b"p2")),
+            Err(Rejection::StaleEpoch { .. })
+        ));
+        assert_eq!(state.checkpoints[&key(0)].position, b"p0");
+        assert_eq!(
+            state.apply(15, &commit(13, Some(b"p0"), b"p2")),
+            Ok(Outcome::CheckpointCommitted { duplicate: false })
+        );
     }
 
     #[test]
