@@ -558,12 +558,13 @@ async fn run(
                     emit_json(&Value::Array(types.iter().map(type_json).collect()))
                 }
                 OutputFormat::Table => emit(&table::render(
-                    &["NAME", "EFFECTIVELY_ONCE", "DESCRIPTION"],
+                    &["NAME", "ALIASES", "EFFECTIVELY_ONCE", "DESCRIPTION"],
                     &types
                         .iter()
                         .map(|connector_type| {
                             vec![
                                 connector_type.name.clone(),
+                                connector_type.aliases.join(","),
                                 yes_no(connector_type.effectively_once),
                                 connector_type.description.clone(),
                             ]
@@ -574,8 +575,9 @@ async fn run(
         }
         Verb::ConfigDefinition(type_name) => {
             let types = list_types(&mut client, kind).await?;
-            let Some(connector_type) = types.iter().find(|candidate| candidate.name == type_name)
-            else {
+            let Some(connector_type) = types.iter().find(|candidate| {
+                candidate.name == type_name || candidate.aliases.contains(&type_name)
+            }) else {
                 let known: Vec<&str> = types
                     .iter()
                     .map(|candidate| candidate.name.as_str())
@@ -597,6 +599,7 @@ async fn run(
                         "REQUIRED",
                         "DEFAULT",
                         "SECRET",
+                        "ALIASES",
                         "DESCRIPTION",
                     ],
                     &connector_type
@@ -609,6 +612,7 @@ async fn run(
                                 yes_no(field.required),
                                 field.default_json.clone().unwrap_or_default(),
                                 yes_no(field.secret),
+                                field.aliases.join(","),
                                 field.description.clone(),
                             ]
                         })
@@ -738,6 +742,7 @@ pub fn connector_json(connector: &proto::ConnectorInfo) -> Value {
 fn type_json(connector_type: &proto::ConnectorType) -> Value {
     json!({
         "name": connector_type.name,
+        "aliases": connector_type.aliases,
         "description": connector_type.description,
         "effectively_once": connector_type.effectively_once,
         "fields": connector_type.fields.iter().map(|field| json!({
@@ -746,6 +751,7 @@ fn type_json(connector_type: &proto::ConnectorType) -> Value {
             "required": field.required,
             "default": field.default_json,
             "secret": field.secret,
+            "aliases": field.aliases,
             "description": field.description,
         })).collect::<Vec<_>>(),
     })
