@@ -26,6 +26,7 @@ macro_rules! builtin {
 
         /// Returns a registry of every built-in connector type compiled in.
         pub fn builtin() -> Registry {
+            #[allow(unused_mut)] // With no connector feature on, nothing is registered.
             let mut registry = Registry::default();
             $(
                 #[cfg(feature = $feature)]
