@@ -588,6 +588,8 @@ impl Supervisor {
                     pulsar: self.settings.pulsar.clone(),
                     write_batch: 1000,
                     start: StartPosition::Earliest,
+                    receiver_queue_size: 1000,
+                    error_policy: ferry_actors::api::ErrorPolicy::Fail,
                     fence: self.settings.lease.as_ref().map(LeaseClock::fence),
                     incarnation: connector.created,
                 };
