@@ -509,9 +509,10 @@ async fn drive(
             let judged = judge(&config.error_policy, &sources, rejected)?;
             if let (Some(dead_letters), Some(originals)) = (dead_letters.as_mut(), &originals) {
                 for (index, reason) in &judged.dead_letters {
-                    let Some(record) = originals.get(*index) else {
-                        continue;
-                    };
+                    let record = originals.get(*index).ok_or(DeadLetterError::NoSuchRecord {
+                        index: *index,
+                        len: originals.len(),
+                    })?;
                     debug!(
                         connector = %config.connector,
                         instance = config.index,

@@ -112,7 +112,7 @@ impl AdminService {
         if spec.guarantee != Guarantee::EffectivelyOnce {
             return Ok(());
         }
-        let (field, topic, what) = match spec.kind {
+        let (topic_field, topic, what) = match spec.kind {
             ConnectorKind::Source => match spec.topics.first() {
                 Some(topic) => (
                     "destination_topic_name",
@@ -127,11 +127,16 @@ impl AdminService {
             },
         };
         let topic = TopicName::parse(topic)
-            .map_err(|error| AdminError::invalid(field, error.to_string()))?;
+            .map_err(|error| AdminError::invalid(topic_field, error.to_string()))?;
+        // A source is refused for its guarantee; a sink for its dead-letter topic.
+        let field = match spec.kind {
+            ConnectorKind::Source => "processing_guarantees",
+            ConnectorKind::Sink => topic_field,
+        };
         let Some(pulsar_admin) = &self.pulsar_admin else {
             return Err(AdminError::FailedPrecondition(format!(
-                "processing_guarantees: effectively-once needs broker deduplication on {what}, \
-                 which this node cannot check: it was started without --pulsar-admin-url"
+                "{field}: effectively-once needs broker deduplication on {what}, which this \
+                 node cannot check: it was started without --pulsar-admin-url"
             )));
         };
         let deduplication =
@@ -152,10 +157,6 @@ impl AdminService {
             DecidedBy::Namespace => "the namespace's policy",
             DecidedBy::Broker => "the broker's brokerDeduplicationEnabled",
             DecidedBy::NonPersistentTopic => "the topic being non-persistent",
-        };
-        let field = match spec.kind {
-            ConnectorKind::Source => "processing_guarantees",
-            ConnectorKind::Sink => field,
         };
         Err(AdminError::FailedPrecondition(format!(
             "{field}: effectively-once needs broker deduplication on {what}, which is off for \

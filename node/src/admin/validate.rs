@@ -4,7 +4,7 @@
 //! each refusal naming its field.
 //!
 //! Pure: no I/O. The one check that needs the outside world (broker deduplication for an
-//! effectively-once source) is the service's.
+//! effectively-once source or dead-letter topic) is the service's.
 
 use std::collections::{BTreeMap, BTreeSet};
 

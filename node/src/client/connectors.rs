@@ -200,7 +200,7 @@ pub struct SinkSpecArgs {
     #[arg(long, value_name = "POLICY")]
     pub error_policy: Option<String>,
     /// Where rejected records go; alone, it implies --error-policy dead-letter (as
-    /// pulsar-admin's --dead-letter-topic). On update, "" removes it.
+    /// pulsar-admin's --dead-letter-topic). On update, --error-policy fail or skip drops it.
     #[arg(long, value_name = "TOPIC")]
     pub dead_letter_topic: Option<String>,
     /// The config as a JSON object.
