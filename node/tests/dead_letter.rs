@@ -1,5 +1,5 @@
-//! A sink's error policy through the real runtime (1-node store, supervisor) against the real
-//! broker and PostgreSQL. The input of each test is the same: 30 JSON rows `{"id": i, "n": i}`
+//! A sink's error policy and runtime options through the real runtime (1-node store,
+//! supervisor) against the real broker and PostgreSQL. The input of each test is the same: 30 JSON rows `{"id": i, "n": i}`
 //! (key `k{i}`, property `app=ferry-test`, batched by the producer), four of them poison: not
 //! JSON (5), a value the CHECK constraint refuses (12), a value the integer column refuses
 //! (20) and a JSON array (27).
@@ -16,6 +16,8 @@
 //!   stored; the owner's database session is ended (its transaction rolls back) and the
 //!   supervisor torn down and started again (every instance killed, no final checkpoint); the
 //!   replay writes each good row and each dead letter still once.
+//! - t50: the supervisor takes the start position from the spec: a sink whose subscription
+//!   starts at Latest reads only what was published after it subscribed.
 
 #[path = "common/runtime.rs"]
 mod harness;
@@ -36,7 +38,7 @@ use ferry_actors::pulsar::{
     PulsarSettings, Receipt,
 };
 use ferry_node::meta::state::{
-    ConnectorKind, ConnectorSpec, ErrorPolicy, Guarantee, InstanceKey, Secret,
+    ConnectorKind, ConnectorSpec, ErrorPolicy, Guarantee, InstanceKey, RuntimeOptions, Secret,
 };
 use ferry_node::supervisor::{InstanceReport, ReportedState};
 use ferry_test_support::broker::broker;
@@ -486,6 +488,43 @@ fn t40_a_crash_between_dead_letter_and_checkpoint_leaves_each_dead_letter_once()
         let dead_letters = read_all(&dead_letter_topic, 4).await;
         let input_messages = read_all(&input, COUNT as usize).await;
         check_dead_letters(&dead_letters, &input_messages, &input, &key);
+        harness.stop().await;
+    })
+    .expect("the runtime builds");
+}
+
+#[test]
+fn t50_a_sink_starting_at_latest_reads_only_what_follows_its_subscription() {
+    ferry_node::runtime::block_on(async {
+        let harness = Harness::start().await;
+        let input = topic("latest-input");
+        produce(&input, 0..10, false).await;
+        let mut sink = spec(
+            ConnectorKind::Sink,
+            "blackhole",
+            &[],
+            &input,
+            Guarantee::AtLeastOnce,
+        );
+        sink.options = RuntimeOptions {
+            subscription_position: Some(StartPosition::Latest),
+            write_batch_size: Some(3),
+            ..RuntimeOptions::default()
+        };
+        let key = harness.create(&unique_name("latest"), sink).await;
+        // Running: the subscription exists, at the end of the topic.
+        harness.wait_state(&key, ReportedState::Running).await;
+        produce(&input, 10..15, false).await;
+        harness.wait_drained(&key, &input).await;
+        let report = harness
+            .wait_report(&key, "confirmed what followed", |report| {
+                report.status.records_confirmed >= 5 && report.status.pending() == 0
+            })
+            .await;
+        assert_eq!(
+            report.status.records_read, 5,
+            "only the records published after subscribing: {report:?}"
+        );
         harness.stop().await;
     })
     .expect("the runtime builds");
