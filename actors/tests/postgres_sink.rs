@@ -5,8 +5,10 @@
 //! - effectively-once: a crash between write and flush, then a replay, leaves every row
 //!   exactly once, and the position stored with the rows wins;
 //! - fencing: after a newer epoch opened, the older owner's flush fails and writes nothing;
-//! - errors: bad configs name their field, a refused value names its message, a wrong
-//!   password or a server that is down never shows the password.
+//! - rejected records: a refused value or a value that is no object is rejected with its
+//!   reason while the rest of the batch commits, upserts applied in order;
+//! - errors: bad configs name their field, a wrong password or a server that is down never
+//!   shows the password.
 
 use std::str::FromStr;
 
@@ -448,39 +450,108 @@ async fn an_older_owner_cannot_write_after_a_newer_one_opened() {
     assert_eq!(count_rows(&client, &table).await, 3);
 }
 
+/// Steps: write batch A (all good), then batch B holding a value the column's type refuses, a
+/// value a CHECK constraint refuses and a value that is no object; flush. Only B's bad records
+/// are rejected, each with the server's (or the shape's) reason, and every other row of A and B
+/// commits once: the refused statement aborted the transaction, which started over with A.
 #[tokio::test]
-async fn a_value_the_table_refuses_names_its_message_and_nothing_is_written() {
+async fn refused_values_are_rejected_with_the_reason_and_the_rest_commits() {
     let client = admin().await;
-    let table = create_table(&client, "pg_refused", "n integer NOT NULL").await;
-    let mut sink = open_sink(json!({"table": table, "columns": {"n": "n"}})).await;
-    sink.write(records(0..4, |entry| {
-        if entry == 2 {
-            json!({"n": "not a number"})
-        } else {
-            json!({"n": entry})
-        }
+    let table = create_table(
+        &client,
+        "pg_refused",
+        "n integer NOT NULL CHECK (n >= 0), entry bigint NOT NULL",
+    )
+    .await;
+    let mut sink = open_sink(json!({
+        "table": table,
+        "columns": {"n": "n", "entry": "entry"},
+        "batch_size": 2,
     }))
-    .await
-    .expect("write buffers");
-    let error = sink.flush(&b"p".to_vec()).await.expect_err("refused");
-    match &error {
-        ConnectorError::InvalidRecord {
-            topic, message_id, ..
-        } => {
-            assert_eq!(topic, TOPIC);
-            assert_eq!(message_id.entry_id, 2, "{error}");
-        }
-        other => panic!("expected InvalidRecord, got {other:?}"),
-    }
-    assert!(error.to_string().contains("not a number"), "{error}");
-    assert_eq!(count_rows(&client, &table).await, 0);
-
-    let error = sink
-        .write(records(4..5, |_| json!([1, 2])))
+    .await;
+    let rejected = sink
+        .write(records(0..2, |entry| json!({"n": entry, "entry": entry})))
         .await
-        .expect_err("not an object");
-    assert!(error.to_string().contains("9:4:-1"), "{error}");
-    assert!(error.to_string().contains(TOPIC), "{error}");
+        .expect("write A");
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let rejected = sink
+        .write(records(2..8, |entry| match entry {
+            3 => json!({"n": "not a number", "entry": entry}),
+            5 => json!({"n": -1, "entry": entry}),
+            6 => json!([1, 2]),
+            _ => json!({"n": entry, "entry": entry}),
+        }))
+        .await
+        .expect("write B");
+    let indexes: Vec<usize> = rejected.iter().map(|rejection| rejection.index).collect();
+    assert_eq!(indexes, [1, 3, 4], "{rejected:?}");
+    assert!(
+        rejected[0].reason.contains("not a number"),
+        "{}",
+        rejected[0].reason
+    );
+    assert!(
+        rejected[1].reason.contains("check"),
+        "{}",
+        rejected[1].reason
+    );
+    assert!(
+        rejected[2].reason.contains("an array"),
+        "{}",
+        rejected[2].reason
+    );
+    assert_eq!(
+        count_rows(&client, &table).await,
+        0,
+        "nothing before the flush"
+    );
+    sink.flush(&b"p".to_vec()).await.expect("flush");
+    let rows = client
+        .query(
+            &format!("SELECT entry, count(*) FROM \"{table}\" GROUP BY entry ORDER BY entry"),
+            &[],
+        )
+        .await
+        .expect("read back");
+    let counts: Vec<(i64, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(counts, [(0, 1), (1, 1), (2, 1), (4, 1), (7, 1)]);
+}
+
+/// Upsert applies a batch's records in order even when one is refused: the refused record is
+/// rejected and the key keeps the value of the record before it.
+#[tokio::test]
+async fn an_upsert_whose_latest_value_is_refused_keeps_the_one_before() {
+    let client = admin().await;
+    let table = create_table(
+        &client,
+        "pg_refused_upsert",
+        "id text PRIMARY KEY, v integer NOT NULL CHECK (v >= 0)",
+    )
+    .await;
+    let mut sink = open_sink(json!({
+        "table": table,
+        "mode": "upsert",
+        "key_column": "id",
+        "columns": {"id": "id", "v": "v"},
+    }))
+    .await;
+    let rejected = sink
+        .write(records(0..3, |entry| match entry {
+            0 => json!({"id": "a", "v": 1}),
+            1 => json!({"id": "a", "v": -1}),
+            _ => json!({"id": "b", "v": 2}),
+        }))
+        .await
+        .expect("write");
+    let indexes: Vec<usize> = rejected.iter().map(|rejection| rejection.index).collect();
+    assert_eq!(indexes, [1], "{rejected:?}");
+    sink.flush(&b"p".to_vec()).await.expect("flush");
+    let rows = client
+        .query(&format!("SELECT id, v FROM \"{table}\" ORDER BY id"), &[])
+        .await
+        .expect("read back");
+    let values: Vec<(String, i32)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(values, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
 }
 
 #[tokio::test]

@@ -12,7 +12,11 @@
 //! - t40: a secret config value never appears in any command's output nor in the node's logs
 //!   (at debug level);
 //! - t50: positions read as each connector writes them (`index=50`, a sink's message ids and
-//!   file length) in `offsets get` and status, and `offsets reset --position` takes that text.
+//!   file length) in `offsets get` and status, and `offsets reset --position` takes that text;
+//! - t60: a sink's error policy, dead-letter topic and runtime options go through create, get
+//!   and update (a dead-letter topic alone implies the policy; another policy drops it), and
+//!   bad ones are refused naming the flag, an effectively-once dead-letter topic without
+//!   deduplication included.
 
 mod common;
 
@@ -993,4 +997,128 @@ fn t50_positions_read_as_text_and_a_reset_takes_text() {
         kept["offsets"][0]["checkpoint"]["position_text"],
         shown.as_str()
     );
+}
+
+#[test]
+fn t60_a_sinks_error_policy_and_runtime_options_round_trip_and_bad_ones_are_refused() {
+    let pulsar_admin = fake_pulsar_admin();
+    let cluster = Cluster::start(1, &["--pulsar-admin-url", &pulsar_admin], &[]);
+    let url = cluster.url(0);
+    fn sink<'a>(verb: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["sinks", verb, "--name", "dlq"];
+        if verb == "create" {
+            args.extend(["--sink-type", "blackhole", "--inputs", "in"]);
+        }
+        args.extend(extra);
+        args
+    }
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            sink("create", &["--error-policy", "dead-letter"]),
+            "INVALID_ARGUMENT",
+            "dead_letter_topic: is required with error policy dead-letter",
+        ),
+        (
+            sink(
+                "create",
+                &["--error-policy", "skip", "--dead-letter-topic", "d"],
+            ),
+            "INVALID_ARGUMENT",
+            "dead_letter_topic",
+        ),
+        (
+            sink("create", &["--dead-letter-topic", "in"]),
+            "INVALID_ARGUMENT",
+            "would be read again",
+        ),
+        (
+            sink("create", &["--error-policy", "retry"]),
+            "INVALID_ARGUMENT",
+            "--error-policy",
+        ),
+        (
+            sink("create", &["--subscription-position", "Middle"]),
+            "INVALID_ARGUMENT",
+            "--subscription-position",
+        ),
+        (
+            sink("create", &["--batch-size", "0"]),
+            "INVALID_ARGUMENT",
+            "batch_size",
+        ),
+        (
+            sink("create", &["--receiver-queue-size", "1000000"]),
+            "INVALID_ARGUMENT",
+            "receiver_queue_size",
+        ),
+        (
+            sink(
+                "create",
+                &[
+                    "--dead-letter-topic",
+                    "persistent://public/default/dlq",
+                    "--processing-guarantees",
+                    "EFFECTIVELY_ONCE",
+                ],
+            ),
+            "FAILED_PRECONDITION",
+            "dead_letter_topic: effectively-once needs broker deduplication",
+        ),
+    ];
+    for (args, code, needle) in &cases {
+        let line = refused(&url, args);
+        assert!(
+            line.starts_with(&format!("error: {code}: ")),
+            "{args:?} should be {code}: {line}"
+        );
+        assert!(
+            line.contains(needle),
+            "{args:?} should name {needle:?}: {line}"
+        );
+    }
+    assert!(names(&ok_json(&url, &["sinks", "list"])).is_empty());
+
+    // A dead-letter topic alone implies the policy; the broker deduplicates it (stand-in).
+    let created = ok_json(
+        &url,
+        &sink(
+            "create",
+            &[
+                "--dead-letter-topic",
+                "persistent://public/dedup/dlq",
+                "--processing-guarantees",
+                "EFFECTIVELY_ONCE",
+                "--batch-size",
+                "10",
+                "--receiver-queue-size",
+                "20",
+                "--subscription-position",
+                "Latest",
+            ],
+        ),
+    );
+    assert_eq!(created["error_policy"], "dead-letter", "{created}");
+    assert_eq!(
+        created["dead_letter_topic"],
+        "persistent://public/dedup/dlq"
+    );
+    assert_eq!(created["batch_size"], 10);
+    assert_eq!(created["receiver_queue_size"], 20);
+    assert_eq!(created["subscription_position"], "Latest");
+    let got = ok_json(&url, &["sinks", "get", "--name", "dlq"]);
+    assert_eq!(got, created, "get shows what create answered");
+    // Another policy drops the topic and keeps the options.
+    let updated = ok_json(&url, &sink("update", &["--error-policy", "skip"]));
+    assert_eq!(updated["error_policy"], "skip", "{updated}");
+    assert_eq!(updated.get("dead_letter_topic"), None, "{updated}");
+    assert_eq!(updated["batch_size"], 10);
+    let updated = ok_json(&url, &sink("update", &["--batch-size", "30"]));
+    assert_eq!(updated["batch_size"], 30, "{updated}");
+    assert_eq!(updated["receiver_queue_size"], 20);
+    let status = ok_json(&url, &["sinks", "status", "--name", "dlq"]);
+    let instance = &status["instances"][0];
+    for counter in ["records_skipped", "records_dead_lettered"] {
+        assert!(instance.get(counter).is_some(), "{counter}: {status}");
+    }
+    assert!(ok(&url, &["sinks", "status", "--name", "dlq"]).contains("DEAD_LETTERED"));
 }

@@ -178,6 +178,8 @@ fn spec(parallelism: u32) -> ConnectorSpec {
         subscription: None,
         parallelism,
         guarantee: Guarantee::AtLeastOnce,
+        error_policy: ferry_node::meta::state::ErrorPolicy::Fail,
+        options: ferry_node::meta::state::RuntimeOptions::default(),
     }
 }
 

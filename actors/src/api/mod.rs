@@ -259,6 +259,49 @@ pub struct SinkResume {
     pub epoch: u64,
 }
 
+/// What a sink instance does with a record its sink rejects ([`Rejected`]): the record itself is
+/// at fault, so retrying does not help. Failures of the external system are not records' fault
+/// and are always retried.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ErrorPolicy {
+    /// The instance stops (FAILED), naming the message and the reason.
+    #[default]
+    Fail,
+    /// The record is dropped and counted; its input is acknowledged like a written one's.
+    Skip,
+    /// The original message goes to `topic` with properties naming the error, the source topic
+    /// and the message id, before its input is acknowledged (Pulsar's `deadLetterTopic`).
+    DeadLetter {
+        /// The dead-letter topic.
+        topic: String,
+    },
+}
+
+impl ErrorPolicy {
+    /// The name users write (`fail`, `skip`, `dead-letter`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+            Self::DeadLetter { .. } => "dead-letter",
+        }
+    }
+
+    /// The dead-letter topic, under the dead-letter policy.
+    pub fn dead_letter_topic(&self) -> Option<&str> {
+        match self {
+            Self::DeadLetter { topic } => Some(topic),
+            Self::Fail | Self::Skip => None,
+        }
+    }
+}
+
+impl fmt::Display for ErrorPolicy {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
 /// A record of a batch a sink could not write: the record itself is at fault (not JSON,
 /// wrong shape, a constraint violation), so retrying does not help. The instance applies the
 /// connector's error policy to it (fail, skip or dead-letter).
@@ -283,9 +326,13 @@ pub trait Sink: Send + fmt::Debug {
         resume: &SinkResume,
     ) -> BoxFuture<'_, Result<Option<Position>, ConnectorError>>;
 
-    /// Writes a batch. The writes need not be durable before [`Sink::flush`]. Returns the
-    /// records it could not write because of the records themselves (every other record of
-    /// the batch is written); an error is a failure of the system (the instance retries).
+    /// Writes a batch. The writes need not be durable before [`Sink::flush`], but a sink
+    /// should find here what its system refuses: a transactional sink applies the batch in its
+    /// open transaction right away, so a constraint violation is reported now, not at flush.
+    /// Returns the records it could not write because of the records themselves, each at most
+    /// once (every other record of the batch is written); an error is a failure of the system
+    /// (the instance retries). The instance applies its [`ErrorPolicy`] to the rejected
+    /// records, and sends a dead-letter before the flush that covers it.
     fn write(
         &mut self,
         records: Vec<SinkRecord>,

@@ -5,8 +5,12 @@
 //! - [`checkpoint`]: the store interface and an in-memory implementation.
 //! - [`source`]: the source instance actor, [`source::SourceInstance`].
 //! - [`position`]: a whole checkpoint as text (status, `offsets get`, `offsets reset`).
+//! - [`sink`]: the sink instance actor, [`sink::SinkInstance`].
+//! - [`dead_letter`]: a sink's error policy applied to rejected records, and the dead-letter
+//!   producers.
 
 pub mod checkpoint;
+pub mod dead_letter;
 pub mod position;
 pub mod sink;
 pub mod source;
@@ -108,11 +112,17 @@ pub struct InstanceStatus {
     /// Records read from the source.
     pub records_read: u64,
     /// Records done with: for a source, confirmed by Pulsar (persisted or dropped as
-    /// duplicates); for a sink, written and checkpointed, or skipped as already written.
+    /// duplicates); for a sink, checkpointed after being written, skipped as already
+    /// written, or rejected and then skipped or dead-lettered by the error policy.
     pub records_confirmed: u64,
     /// Of those, replays after failover: duplicates the broker already had (sources), or
     /// messages at or below the checkpoint skipped (sinks).
     pub duplicates_dropped: u64,
+    /// Of those, records the sink rejected and the error policy `skip` dropped.
+    pub records_skipped: u64,
+    /// Of those, records the sink rejected and the error policy `dead-letter` sent to the
+    /// dead-letter topic (counted once the checkpoint covering them committed).
+    pub records_dead_lettered: u64,
     /// Checkpoints committed.
     pub checkpoints_committed: u64,
     /// The error that stopped the instance.

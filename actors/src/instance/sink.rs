@@ -12,6 +12,12 @@
 //!   transactional nor idempotent).
 //! - **at-most-once**: each message is acknowledged before it is written.
 //!
+//! A record the sink rejects (not JSON, wrong shape, a constraint violation) goes to the
+//! connector's error policy ([`dead_letter`](super::dead_letter)): `fail` stops the instance
+//! naming the message; `skip` and `dead-letter` count it as handled, so its input is
+//! acknowledged after the checkpoint like a written record's; a dead letter's receipt is awaited
+//! before the flush and the checkpoint that cover it.
+//!
 //! A commit rejected for a stale epoch stops the instance at once: a newer owner exists.
 
 use std::collections::BTreeMap;
@@ -19,9 +25,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use super::dead_letter::{
+    DeadLetterConfig, DeadLetterError, DeadLetters, ErrorPolicy, Verdict, judge,
+};
 use super::source::{CheckpointPolicy, Drain, DrainFlag, GetStatus, SharedStatus, Stop, draining};
 use super::{Guarantee, InstanceState, record_end, update};
 use crate::api::{ConnectorError, InputMessageId, Position, Record, Sink, SinkRecord, SinkResume};
@@ -54,6 +63,10 @@ pub struct SinkInstanceConfig {
     pub write_batch: usize,
     /// Where a new subscription starts.
     pub start: StartPosition,
+    /// Messages the broker may push ahead of processing (Pulsar's `receiverQueueSize`).
+    pub receiver_queue_size: u32,
+    /// What happens to a record the sink rejects.
+    pub error_policy: ErrorPolicy,
     /// Asked before every write, flush, commit and acknowledgement: false stops the instance
     /// at once.
     pub fence: Option<super::Fence>,
@@ -77,9 +90,21 @@ pub enum SinkInstanceError {
     /// The checkpoint store failed or fenced this instance off.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Sending a dead letter failed, or the sink's report of rejected records was wrong.
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
     /// This owner lost its lease: it stops without another write, commit or ack.
     #[error("fenced: this node lost its lease, so the instance stops")]
     Fenced,
+}
+
+impl From<Verdict> for SinkInstanceError {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Failed(error) => Self::Connector(error),
+            Verdict::Inconsistent(error) => Self::DeadLetter(error),
+        }
+    }
 }
 
 fn check_fence(config: &SinkInstanceConfig) -> Result<(), SinkInstanceError> {
@@ -354,8 +379,19 @@ struct Uncommitted {
     written: u64,
     /// Replayed records skipped.
     skipped: u64,
+    /// Rejected records the error policy dropped.
+    rejected_skipped: u64,
+    /// Rejected records sent to the dead-letter topic.
+    dead_lettered: u64,
     /// The newest message of each partition to acknowledge after the commit.
     to_ack: BTreeMap<String, InputMessage>,
+}
+
+impl Uncommitted {
+    /// Records done with, once the checkpoint commits.
+    fn handled(&self) -> u64 {
+        self.written + self.skipped + self.rejected_skipped + self.dead_lettered
+    }
 }
 
 /// Runs the instance until it is drained (a sink's input never ends) or something fails.
@@ -395,12 +431,23 @@ async fn drive(
     options.subscription_type = SinkSubscription::Failover;
     options.consumer_name = format!("{}-{}", config.subscription, config.index);
     options.start = config.start;
+    options.receive_queue_size = config.receiver_queue_size.max(1);
     let mut consumer = SinkConsumer::open(&client, options).await?;
+    let mut dead_letters = config.error_policy.dead_letter_topic().map(|topic| {
+        DeadLetters::new(DeadLetterConfig {
+            topic: topic.to_owned(),
+            connector: config.connector.clone(),
+            incarnation: config.incarnation,
+            pulsar: config.pulsar.clone(),
+            fence: config.fence.clone(),
+        })
+    });
     info!(
         connector = %config.connector,
         instance = config.index,
         epoch = config.epoch,
         guarantee = ?config.guarantee,
+        error_policy = %config.error_policy,
         partitions = input.0.len(),
         "sink instance running"
     );
@@ -455,27 +502,47 @@ async fn drive(
                 .iter()
                 .map(|record| (record.topic.clone(), record.message_id))
                 .collect();
+            // A dead letter carries the original message: keep the batch when one may be due.
+            let originals = dead_letters.is_some().then(|| records.clone());
             let rejected = sink.write(records).await?;
-            // The error policy `fail`: a record the sink cannot write stops the instance,
-            // naming the message.
-            if let Some(first) = rejected.first() {
-                let (topic, message_id) = sources
-                    .get(first.index)
-                    .cloned()
-                    .unwrap_or_else(|| (String::new(), InputMessageId::default()));
-                return Err(ConnectorError::InvalidRecord {
-                    topic,
-                    message_id,
-                    reason: first.reason.clone(),
+            // The error policy: `fail` stops here, naming the message.
+            let judged = judge(&config.error_policy, &sources, rejected)?;
+            if let (Some(dead_letters), Some(originals)) = (dead_letters.as_mut(), &originals) {
+                for (index, reason) in &judged.dead_letters {
+                    let record = originals.get(*index).ok_or(DeadLetterError::NoSuchRecord {
+                        index: *index,
+                        len: originals.len(),
+                    })?;
+                    debug!(
+                        connector = %config.connector,
+                        instance = config.index,
+                        topic = %record.topic,
+                        message_id = %record.message_id,
+                        reason = %reason,
+                        "record rejected: dead-lettering it"
+                    );
+                    check_fence(&config)?;
+                    dead_letters.send(record, reason).await?;
                 }
-                .into());
             }
-            uncommitted.written += count;
+            debug_assert_eq!(
+                judged.written + judged.skipped + judged.dead_letters.len() as u64,
+                count
+            );
+            uncommitted.written += judged.written;
+            uncommitted.rejected_skipped += judged.skipped;
+            uncommitted.dead_lettered += judged.dead_letters.len() as u64;
         }
         let due = draining
-            || uncommitted.written >= config.checkpoints.every_records
+            || uncommitted.handled() >= config.checkpoints.every_records
             || last_commit.elapsed() >= config.checkpoints.every;
-        if due && (uncommitted.written > 0 || !uncommitted.to_ack.is_empty()) {
+        if due && (uncommitted.handled() > 0 || !uncommitted.to_ack.is_empty()) {
+            check_fence(&config)?;
+            // The broker holds every dead letter before the flush (a transactional sink's
+            // commit of its position) and the checkpoint cover their records.
+            if let Some(dead_letters) = dead_letters.as_mut() {
+                dead_letters.confirm().await?;
+            }
             check_fence(&config)?;
             let sink_position = sink.flush(&input.encode()).await?;
             let checkpoint = SinkCheckpoint {
@@ -498,15 +565,22 @@ async fn drive(
             for message in uncommitted.to_ack.values() {
                 consumer.ack_cumulative(message).await?;
             }
-            let handled = uncommitted.written + uncommitted.skipped;
+            let handled = uncommitted.handled();
+            let (rejected_skipped, dead_lettered) =
+                (uncommitted.rejected_skipped, uncommitted.dead_lettered);
             uncommitted = Uncommitted::default();
             update(&status, |status| {
                 status.records_confirmed += handled;
+                status.records_skipped += rejected_skipped;
+                status.records_dead_lettered += dead_lettered;
                 status.checkpoints_committed += 1;
                 status.last_progress = Some(SystemTime::now());
             });
         }
         if draining {
+            if let Some(dead_letters) = dead_letters.take() {
+                dead_letters.close().await?;
+            }
             consumer.close().await?;
             return Ok(());
         }

@@ -27,8 +27,9 @@ pub enum SinkSubscription {
     Failover,
 }
 
-/// Where a new subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a new subscription starts (Pulsar's `subscriptionInitialPosition`); an existing
+/// subscription resumes at its cursor either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StartPosition {
     /// The oldest message still stored.
     Earliest,

@@ -11,9 +11,11 @@ use ferry_proto::admin::v1 as proto;
 use serde_json::Value;
 
 use super::error::AdminError;
+use super::validate::PolicyName;
 use crate::meta::state::{
     AssignmentPhase, Checkpoint, Connector, ConnectorKind, ConnectorName, ConnectorSpec,
-    DesiredState, Guarantee, InstanceKey, NodeState, State,
+    DesiredState, ErrorPolicy, Guarantee, InstanceKey, NodeState, RuntimeOptions, StartPosition,
+    State,
 };
 
 /// Returns the store's kind for a request's, or None when the request leaves it unspecified.
@@ -69,6 +71,62 @@ fn proto_guarantee(guarantee: Guarantee) -> proto::ProcessingGuarantee {
     }
 }
 
+/// Returns the error policy a request names, or None when unspecified.
+pub(crate) fn error_policy(value: i32) -> Result<Option<PolicyName>, AdminError> {
+    match proto::ErrorPolicy::try_from(value) {
+        Ok(proto::ErrorPolicy::Unspecified) => Ok(None),
+        Ok(proto::ErrorPolicy::Fail) => Ok(Some(PolicyName::Fail)),
+        Ok(proto::ErrorPolicy::Skip) => Ok(Some(PolicyName::Skip)),
+        Ok(proto::ErrorPolicy::DeadLetter) => Ok(Some(PolicyName::DeadLetter)),
+        Err(_) => Err(AdminError::invalid(
+            "error_policy",
+            format!("unknown error policy {value}"),
+        )),
+    }
+}
+
+fn proto_error_policy(policy: &ErrorPolicy) -> proto::ErrorPolicy {
+    match policy {
+        ErrorPolicy::Fail => proto::ErrorPolicy::Fail,
+        ErrorPolicy::Skip => proto::ErrorPolicy::Skip,
+        ErrorPolicy::DeadLetter { .. } => proto::ErrorPolicy::DeadLetter,
+    }
+}
+
+/// Returns the runtime options a request gives (absent ones None).
+pub(crate) fn runtime_options(
+    read_batch_size: Option<u32>,
+    write_batch_size: Option<u32>,
+    receiver_queue_size: Option<u32>,
+    subscription_position: i32,
+) -> Result<RuntimeOptions, AdminError> {
+    let subscription_position = match proto::SubscriptionPosition::try_from(subscription_position) {
+        Ok(proto::SubscriptionPosition::Unspecified) => None,
+        Ok(proto::SubscriptionPosition::Earliest) => Some(StartPosition::Earliest),
+        Ok(proto::SubscriptionPosition::Latest) => Some(StartPosition::Latest),
+        Err(_) => {
+            return Err(AdminError::invalid(
+                "subscription_position",
+                format!("unknown position {subscription_position}"),
+            ));
+        }
+    };
+    Ok(RuntimeOptions {
+        read_batch_size,
+        write_batch_size,
+        receiver_queue_size,
+        subscription_position,
+    })
+}
+
+fn proto_subscription_position(position: Option<StartPosition>) -> proto::SubscriptionPosition {
+    match position {
+        None => proto::SubscriptionPosition::Unspecified,
+        Some(StartPosition::Earliest) => proto::SubscriptionPosition::Earliest,
+        Some(StartPosition::Latest) => proto::SubscriptionPosition::Latest,
+    }
+}
+
 fn proto_desired_state(state: DesiredState) -> proto::DesiredState {
     match state {
         DesiredState::Running => proto::DesiredState::Running,
@@ -121,6 +179,13 @@ pub(crate) fn connector_info(name: &ConnectorName, connector: &Connector) -> pro
         processing_guarantee: proto_guarantee(spec.guarantee).into(),
         desired_state: proto_desired_state(connector.desired_state).into(),
         version: connector.version,
+        error_policy: proto_error_policy(&spec.error_policy).into(),
+        dead_letter_topic: spec.error_policy.dead_letter_topic().map(str::to_owned),
+        read_batch_size: spec.options.read_batch_size,
+        write_batch_size: spec.options.write_batch_size,
+        receiver_queue_size: spec.options.receiver_queue_size,
+        subscription_position: proto_subscription_position(spec.options.subscription_position)
+            .into(),
     }
 }
 
@@ -245,6 +310,8 @@ mod tests {
                 subscription: None,
                 parallelism: 1,
                 guarantee: Guarantee::AtLeastOnce,
+                error_policy: crate::meta::state::ErrorPolicy::Fail,
+                options: crate::meta::state::RuntimeOptions::default(),
             },
             desired_state: DesiredState::Running,
             version: 1,

@@ -112,26 +112,41 @@ impl AdminService {
         }
     }
 
-    /// Refuses an effectively-once source whose output topic the broker does not deduplicate.
+    /// Refuses effectively-once output the broker would not deduplicate: a source's output
+    /// topic, a sink's dead-letter topic.
     async fn check_deduplication(
         &self,
         spec: &crate::meta::state::ConnectorSpec,
     ) -> Result<(), AdminError> {
-        if spec.kind != ConnectorKind::Source || spec.guarantee != Guarantee::EffectivelyOnce {
+        if spec.guarantee != Guarantee::EffectivelyOnce {
             return Ok(());
         }
-        let Some(topic) = spec.topics.first() else {
-            return Ok(());
+        let (topic_field, topic, what) = match spec.kind {
+            ConnectorKind::Source => match spec.topics.first() {
+                Some(topic) => (
+                    "destination_topic_name",
+                    topic.as_str(),
+                    "the destination topic",
+                ),
+                None => return Ok(()),
+            },
+            ConnectorKind::Sink => match spec.error_policy.dead_letter_topic() {
+                Some(topic) => ("dead_letter_topic", topic, "the dead-letter topic"),
+                None => return Ok(()),
+            },
         };
         let topic = TopicName::parse(topic)
-            .map_err(|error| AdminError::invalid("destination_topic_name", error.to_string()))?;
+            .map_err(|error| AdminError::invalid(topic_field, error.to_string()))?;
+        // A source is refused for its guarantee; a sink for its dead-letter topic.
+        let field = match spec.kind {
+            ConnectorKind::Source => "processing_guarantees",
+            ConnectorKind::Sink => topic_field,
+        };
         let Some(pulsar_admin) = &self.pulsar_admin else {
-            return Err(AdminError::FailedPrecondition(
-                "processing_guarantees: effectively-once needs broker deduplication on the \
-                 destination topic, which this node cannot check: it was started without \
-                 --pulsar-admin-url"
-                    .to_owned(),
-            ));
+            return Err(AdminError::FailedPrecondition(format!(
+                "{field}: effectively-once needs broker deduplication on {what}, which this \
+                 node cannot check: it was started without --pulsar-admin-url"
+            )));
         };
         let deduplication =
             pulsar_admin
@@ -153,7 +168,7 @@ impl AdminService {
             DecidedBy::NonPersistentTopic => "the topic being non-persistent",
         };
         Err(AdminError::FailedPrecondition(format!(
-            "processing_guarantees: effectively-once needs broker deduplication, which is off for \
+            "{field}: effectively-once needs broker deduplication on {what}, which is off for \
              {topic} (decided by {decided_by}); enable it with `pulsar-admin namespaces \
              set-deduplication {}/{} --enable`",
             topic.tenant, topic.namespace
@@ -169,6 +184,11 @@ impl AdminService {
             .spec
             .ok_or_else(|| AdminError::invalid("spec", "is required"))?;
         let kind = convert::required_kind(given.kind)?;
+        let (error_policy, dead_letter_topic) = validate::choose_error_policy(
+            convert::error_policy(given.error_policy)?,
+            given.dead_letter_topic,
+            None,
+        );
         let draft = Draft {
             kind,
             connector_type: given.connector_type,
@@ -181,6 +201,14 @@ impl AdminService {
             parallelism: given.parallelism.map_or(1, i64::from),
             guarantee: convert::guarantee(given.processing_guarantee)?
                 .unwrap_or(Guarantee::AtLeastOnce),
+            error_policy,
+            dead_letter_topic,
+            options: convert::runtime_options(
+                given.read_batch_size,
+                given.write_batch_size,
+                given.receiver_queue_size,
+                given.subscription_position,
+            )?,
         };
         let spec = validate::spec(&draft)?;
         // The store answers a repeated identical create as a retry; a user creating what
@@ -224,6 +252,11 @@ impl AdminService {
                 ),
             ));
         }
+        let (error_policy, dead_letter_topic) = validate::choose_error_policy(
+            convert::error_policy(request.error_policy)?,
+            request.dead_letter_topic.clone(),
+            Some(&stored.spec.error_policy),
+        );
         let mut config = validate::stored_config(&stored.spec)?;
         if let Some(text) = &request.config_json {
             validate::merge_config(
@@ -248,6 +281,17 @@ impl AdminService {
                 .map_or(i64::from(stored.spec.parallelism), i64::from),
             guarantee: convert::guarantee(request.processing_guarantee)?
                 .unwrap_or(stored.spec.guarantee),
+            error_policy,
+            dead_letter_topic,
+            options: validate::merge_options(
+                stored.spec.options,
+                convert::runtime_options(
+                    request.read_batch_size,
+                    request.write_batch_size,
+                    request.receiver_queue_size,
+                    request.subscription_position,
+                )?,
+            ),
         };
         let spec = validate::spec(&draft)?;
         self.check_deduplication(&spec).await?;
@@ -437,6 +481,8 @@ impl AdminService {
             .into();
             instance.records_received = report.records_read;
             instance.records_written = report.records_done;
+            instance.records_skipped = report.records_skipped;
+            instance.records_dead_lettered = report.records_dead_lettered;
             instance.restarts = u64::from(report.restarts);
             instance.errors = u64::from(report.restarts);
             instance.last_error.clone_from(&report.last_error);

@@ -1,9 +1,10 @@
 //! Checks a connector definition as a user gave it and turns it into the [`ConnectorSpec`] the
 //! metadata store keeps: names, type, config (fields known, required ones present, values
-//! accepted by the type), topics, parallelism and guarantee, each refusal naming its field.
+//! accepted by the type), topics, parallelism, guarantee, error policy and runtime options,
+//! each refusal naming its field.
 //!
 //! Pure: no I/O. The one check that needs the outside world (broker deduplication for an
-//! effectively-once source) is the service's.
+//! effectively-once source or dead-letter topic) is the service's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +19,40 @@ use serde_json::{Map, Value};
 
 use super::convert::kind_word;
 use super::error::AdminError;
-use crate::meta::state::{ConnectorKind, ConnectorName, ConnectorSpec, Guarantee, Secret};
+use crate::meta::state::{
+    ConnectorKind, ConnectorName, ConnectorSpec, ErrorPolicy, Guarantee, MAX_RUNTIME_SIZE,
+    RuntimeOptions, Secret,
+};
+
+/// An error policy by name, before its dead-letter topic is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolicyName {
+    /// Stop the instance.
+    Fail,
+    /// Drop and count the record.
+    Skip,
+    /// Send the record to the dead-letter topic.
+    DeadLetter,
+}
+
+impl PolicyName {
+    /// The name of a stored policy.
+    pub(crate) fn of(policy: &ErrorPolicy) -> Self {
+        match policy {
+            ErrorPolicy::Fail => Self::Fail,
+            ErrorPolicy::Skip => Self::Skip,
+            ErrorPolicy::DeadLetter { .. } => Self::DeadLetter,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+            Self::DeadLetter => "dead-letter",
+        }
+    }
+}
 
 /// A connector definition before validation: what create gives, or what update makes by
 /// laying its changes over the stored definition.
@@ -38,6 +72,47 @@ pub(crate) struct Draft {
     pub(crate) parallelism: i64,
     /// The guarantee.
     pub(crate) guarantee: Guarantee,
+    /// The error policy (sinks).
+    pub(crate) error_policy: PolicyName,
+    /// The dead-letter topic, as given (sinks, with the dead-letter policy).
+    pub(crate) dead_letter_topic: Option<String>,
+    /// Batch sizes, receiver queue and start position.
+    pub(crate) options: RuntimeOptions,
+}
+
+/// Returns the error policy and dead-letter topic of a create or update: what the request gives
+/// (None: not given; an empty topic removes it) laid over `stored` (None on create). A topic
+/// given without a policy implies dead-letter (pulsar-admin has only `--dead-letter-topic`); a
+/// policy other than dead-letter given without a topic drops the stored one.
+pub(crate) fn choose_error_policy(
+    policy: Option<PolicyName>,
+    topic: Option<String>,
+    stored: Option<&ErrorPolicy>,
+) -> (PolicyName, Option<String>) {
+    let topic_given = topic.as_ref().is_some_and(|topic| !topic.is_empty());
+    let policy = policy.unwrap_or(if topic_given {
+        PolicyName::DeadLetter
+    } else {
+        stored.map_or(PolicyName::Fail, PolicyName::of)
+    });
+    let topic = match topic {
+        Some(topic) => Some(topic).filter(|topic| !topic.is_empty()),
+        None if policy == PolicyName::DeadLetter => stored
+            .and_then(ErrorPolicy::dead_letter_topic)
+            .map(str::to_owned),
+        None => None,
+    };
+    (policy, topic)
+}
+
+/// Lays the runtime options a request gives over `stored`.
+pub(crate) fn merge_options(stored: RuntimeOptions, given: RuntimeOptions) -> RuntimeOptions {
+    RuntimeOptions {
+        read_batch_size: given.read_batch_size.or(stored.read_batch_size),
+        write_batch_size: given.write_batch_size.or(stored.write_batch_size),
+        receiver_queue_size: given.receiver_queue_size.or(stored.receiver_queue_size),
+        subscription_position: given.subscription_position.or(stored.subscription_position),
+    }
 }
 
 /// Returns the connector name of a request, each part checked.
@@ -155,6 +230,13 @@ pub(crate) fn spec(draft: &Draft) -> Result<ConnectorSpec, AdminError> {
         (Some(subscription), ConnectorKind::Sink) if subscription.is_empty() => None,
         (subscription, _) => subscription.clone(),
     };
+    let error_policy = error_policy(
+        kind,
+        draft.error_policy,
+        draft.dead_letter_topic.as_deref(),
+        &topics,
+    )?;
+    check_options(kind, &draft.options)?;
     let stored = registry::split_config(&connector_type.definition, &config)
         .map_err(|error| connector_error(kind, error))?;
     Ok(ConnectorSpec {
@@ -170,7 +252,119 @@ pub(crate) fn spec(draft: &Draft) -> Result<ConnectorSpec, AdminError> {
         subscription,
         parallelism,
         guarantee: draft.guarantee,
+        error_policy,
+        options: draft.options,
     })
+}
+
+/// Checks an error policy with its dead-letter topic: sinks only; dead-letter needs a topic
+/// and a topic needs dead-letter; the topic is valid and none of the sink's `inputs` (its
+/// dead letters would be read again).
+fn error_policy(
+    kind: ConnectorKind,
+    policy: PolicyName,
+    topic: Option<&str>,
+    inputs: &[String],
+) -> Result<ErrorPolicy, AdminError> {
+    if kind == ConnectorKind::Source {
+        if topic.is_some() {
+            return Err(AdminError::invalid(
+                "dead_letter_topic",
+                "only sinks dead-letter records: a source's records are not rejected",
+            ));
+        }
+        if policy != PolicyName::Fail {
+            return Err(AdminError::invalid(
+                "error_policy",
+                format!(
+                    "only sinks have an error policy (a source's records are not rejected), not {}",
+                    policy.as_str()
+                ),
+            ));
+        }
+        return Ok(ErrorPolicy::Fail);
+    }
+    match (policy, topic) {
+        (PolicyName::DeadLetter, None) => Err(AdminError::invalid(
+            "dead_letter_topic",
+            "is required with error policy dead-letter",
+        )),
+        (PolicyName::Fail | PolicyName::Skip, Some(_)) => Err(AdminError::invalid(
+            "dead_letter_topic",
+            format!(
+                "is used only with error policy dead-letter, not {}",
+                policy.as_str()
+            ),
+        )),
+        (PolicyName::Fail, None) => Ok(ErrorPolicy::Fail),
+        (PolicyName::Skip, None) => Ok(ErrorPolicy::Skip),
+        (PolicyName::DeadLetter, Some(topic)) => {
+            let topic = TopicName::parse(topic.trim())
+                .map_err(|error| AdminError::invalid("dead_letter_topic", error.to_string()))?
+                .to_string();
+            let read_back = inputs.iter().find(|input| {
+                **input == topic || is_partition_of(&topic, input) || is_partition_of(input, &topic)
+            });
+            if let Some(input) = read_back {
+                return Err(AdminError::invalid(
+                    "dead_letter_topic",
+                    format!(
+                        "{topic} is the sink's input {input}: its dead letters would be read again"
+                    ),
+                ));
+            }
+            Ok(ErrorPolicy::DeadLetter { topic })
+        }
+    }
+}
+
+/// Whether `topic` is one partition (`…-partition-N`) of `partitioned`.
+fn is_partition_of(topic: &str, partitioned: &str) -> bool {
+    topic
+        .strip_prefix(partitioned)
+        .and_then(|rest| rest.strip_prefix("-partition-"))
+        .is_some_and(|index| !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit()))
+}
+
+/// Checks the runtime options: each meant for the connector's kind, sizes from 1 to
+/// [`MAX_RUNTIME_SIZE`].
+fn check_options(kind: ConnectorKind, options: &RuntimeOptions) -> Result<(), AdminError> {
+    let misplaced = match kind {
+        ConnectorKind::Source if options.write_batch_size.is_some() => Some((
+            "write_batch_size",
+            "only sinks write batches; a source's --batch-size is read_batch_size",
+        )),
+        ConnectorKind::Source if options.receiver_queue_size.is_some() => Some((
+            "receiver_queue_size",
+            "only sinks read through a subscription",
+        )),
+        ConnectorKind::Source if options.subscription_position.is_some() => Some((
+            "subscription_position",
+            "only sinks read through a subscription",
+        )),
+        ConnectorKind::Sink if options.read_batch_size.is_some() => Some((
+            "read_batch_size",
+            "only sources read batches; a sink's --batch-size is write_batch_size",
+        )),
+        ConnectorKind::Source | ConnectorKind::Sink => None,
+    };
+    if let Some((field, reason)) = misplaced {
+        return Err(AdminError::invalid(field, reason));
+    }
+    let sizes = [
+        ("batch_size", options.read_batch_size),
+        ("batch_size", options.write_batch_size),
+        ("receiver_queue_size", options.receiver_queue_size),
+    ];
+    for (field, size) in sizes {
+        if let Some(size) = size.filter(|size| !(1..=MAX_RUNTIME_SIZE).contains(size)) {
+            return Err(AdminError::invalid(
+                field,
+                format!("must be from 1 to {MAX_RUNTIME_SIZE}, not {size}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks and normalizes the topics: one output topic for a source, one or more distinct input
@@ -308,6 +502,7 @@ fn connector_error(kind: ConnectorKind, error: ConnectorError) -> AdminError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::state::StartPosition;
 
     fn draft() -> Draft {
         Draft {
@@ -318,6 +513,27 @@ mod tests {
             subscription: None,
             parallelism: 2,
             guarantee: Guarantee::EffectivelyOnce,
+            error_policy: PolicyName::Fail,
+            dead_letter_topic: None,
+            options: RuntimeOptions::default(),
+        }
+    }
+
+    fn sink_draft() -> Draft {
+        Draft {
+            kind: ConnectorKind::Sink,
+            connector_type: "blackhole".to_owned(),
+            config: Map::new(),
+            topics: vec![
+                "in".to_owned(),
+                "persistent://public/default/parts".to_owned(),
+            ],
+            subscription: None,
+            parallelism: 1,
+            guarantee: Guarantee::EffectivelyOnce,
+            error_policy: PolicyName::DeadLetter,
+            dead_letter_topic: Some("in-dlq".to_owned()),
+            options: RuntimeOptions::default(),
         }
     }
 
@@ -378,6 +594,34 @@ mod tests {
                 Box::new(|d| d.subscription = Some("s".to_owned())),
                 "subscription_name",
             ),
+            (
+                Box::new(|d| d.error_policy = PolicyName::Skip),
+                "error_policy",
+            ),
+            (
+                Box::new(|d| d.dead_letter_topic = Some("dlq".to_owned())),
+                "dead_letter_topic",
+            ),
+            (
+                Box::new(|d| d.options.write_batch_size = Some(10)),
+                "write_batch_size",
+            ),
+            (
+                Box::new(|d| d.options.receiver_queue_size = Some(10)),
+                "receiver_queue_size",
+            ),
+            (
+                Box::new(|d| d.options.subscription_position = Some(StartPosition::Latest)),
+                "subscription_position",
+            ),
+            (
+                Box::new(|d| d.options.read_batch_size = Some(0)),
+                "batch_size",
+            ),
+            (
+                Box::new(|d| d.options.read_batch_size = Some(MAX_RUNTIME_SIZE + 1)),
+                "batch_size",
+            ),
         ];
         for (change, expected) in cases {
             let mut draft = draft();
@@ -388,6 +632,153 @@ mod tests {
                 "{message} should name {expected}"
             );
         }
+    }
+
+    #[test]
+    fn a_sinks_error_policy_and_options_become_the_spec() {
+        let mut draft = sink_draft();
+        draft.options = RuntimeOptions {
+            read_batch_size: None,
+            write_batch_size: Some(500),
+            receiver_queue_size: Some(MAX_RUNTIME_SIZE),
+            subscription_position: Some(StartPosition::Latest),
+        };
+        let spec = spec(&draft).expect("valid");
+        assert_eq!(
+            spec.error_policy,
+            ErrorPolicy::DeadLetter {
+                topic: "persistent://public/default/in-dlq".to_owned()
+            }
+        );
+        assert_eq!(spec.options, draft.options);
+        let mut skip = sink_draft();
+        skip.error_policy = PolicyName::Skip;
+        skip.dead_letter_topic = None;
+        assert_eq!(spec_of(&skip).error_policy, ErrorPolicy::Skip);
+    }
+
+    fn spec_of(draft: &Draft) -> ConnectorSpec {
+        spec(draft).expect("valid")
+    }
+
+    #[test]
+    fn each_bad_sink_policy_or_option_is_named() {
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|d| d.dead_letter_topic = None),
+                "dead_letter_topic: is required",
+            ),
+            (
+                Box::new(|d| d.error_policy = PolicyName::Skip),
+                "only with error policy dead-letter, not skip",
+            ),
+            (
+                Box::new(|d| d.dead_letter_topic = Some("a//b".to_owned())),
+                "dead_letter_topic",
+            ),
+            (
+                Box::new(|d| {
+                    d.dead_letter_topic = Some("persistent://public/default/in".to_owned())
+                }),
+                "would be read again",
+            ),
+            (
+                Box::new(|d| d.dead_letter_topic = Some("parts-partition-3".to_owned())),
+                "would be read again",
+            ),
+            (
+                Box::new(|d| d.options.read_batch_size = Some(10)),
+                "read_batch_size",
+            ),
+            (
+                Box::new(|d| d.options.write_batch_size = Some(0)),
+                "batch_size",
+            ),
+            (
+                Box::new(|d| d.options.receiver_queue_size = Some(u32::MAX)),
+                "receiver_queue_size",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut draft = sink_draft();
+            change(&mut draft);
+            let message = refusal(&draft);
+            assert!(
+                message.contains(expected),
+                "{message} should name {expected}"
+            );
+        }
+        // A topic that only starts like an input's partition is another topic.
+        let mut draft = sink_draft();
+        draft.dead_letter_topic = Some("parts-partition-x".to_owned());
+        spec(&draft).expect("not a partition of an input");
+    }
+
+    #[test]
+    fn a_dead_letter_topic_alone_implies_the_policy_and_other_policies_drop_it() {
+        let stored = ErrorPolicy::DeadLetter {
+            topic: "dlq".to_owned(),
+        };
+        let topic = |text: &str| Some(text.to_owned());
+        // Create.
+        assert_eq!(
+            choose_error_policy(None, None, None),
+            (PolicyName::Fail, None)
+        );
+        assert_eq!(
+            choose_error_policy(None, topic("d"), None),
+            (PolicyName::DeadLetter, topic("d"))
+        );
+        assert_eq!(
+            choose_error_policy(Some(PolicyName::Fail), topic("d"), None),
+            (PolicyName::Fail, topic("d")),
+            "kept for validation to refuse"
+        );
+        // Update.
+        assert_eq!(
+            choose_error_policy(None, None, Some(&stored)),
+            (PolicyName::DeadLetter, topic("dlq"))
+        );
+        assert_eq!(
+            choose_error_policy(Some(PolicyName::Skip), None, Some(&stored)),
+            (PolicyName::Skip, None)
+        );
+        assert_eq!(
+            choose_error_policy(None, topic("other"), Some(&ErrorPolicy::Skip)),
+            (PolicyName::DeadLetter, topic("other"))
+        );
+        assert_eq!(
+            choose_error_policy(None, topic(""), Some(&stored)),
+            (PolicyName::DeadLetter, None),
+            "removing the topic of a dead-letter sink is refused by validation"
+        );
+        assert_eq!(
+            choose_error_policy(Some(PolicyName::Fail), topic(""), Some(&stored)),
+            (PolicyName::Fail, None)
+        );
+    }
+
+    #[test]
+    fn update_lays_given_options_over_stored_ones() {
+        let stored = RuntimeOptions {
+            write_batch_size: Some(10),
+            receiver_queue_size: Some(20),
+            ..RuntimeOptions::default()
+        };
+        let given = RuntimeOptions {
+            write_batch_size: Some(30),
+            subscription_position: Some(StartPosition::Latest),
+            ..RuntimeOptions::default()
+        };
+        assert_eq!(
+            merge_options(stored, given),
+            RuntimeOptions {
+                read_batch_size: None,
+                write_batch_size: Some(30),
+                receiver_queue_size: Some(20),
+                subscription_position: Some(StartPosition::Latest),
+            }
+        );
     }
 
     #[test]

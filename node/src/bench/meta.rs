@@ -180,6 +180,8 @@ async fn measure(args: &MetaBenchArgs, leader: &Meta) -> anyhow::Result<(Phase, 
                 subscription: None,
                 parallelism: args.writers,
                 guarantee: Guarantee::EffectivelyOnce,
+                error_policy: crate::meta::state::ErrorPolicy::Fail,
+                options: crate::meta::state::RuntimeOptions::default(),
             },
         })
         .await?;

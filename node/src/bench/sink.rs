@@ -480,6 +480,8 @@ async fn run_instance(
         pulsar: settings.clone(),
         write_batch: BATCH,
         start: StartPosition::Earliest,
+        receiver_queue_size: 1000,
+        error_policy: ferry_actors::api::ErrorPolicy::Fail,
         fence: None,
         incarnation: 0,
     };

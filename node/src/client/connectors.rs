@@ -149,6 +149,9 @@ pub struct CommonSpecArgs {
     /// ATLEAST_ONCE (default), ATMOST_ONCE or EFFECTIVELY_ONCE.
     #[arg(long, value_name = "GUARANTEE")]
     pub processing_guarantees: Option<String>,
+    /// Most records per write (sinks) or per read (sources), 1 to 100000 (default 1000).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<u32>,
 }
 
 /// Flags of `ferry sources create|update`.
@@ -186,6 +189,21 @@ pub struct SinkSpecArgs {
     /// The input subscription (default: chosen by the runtime).
     #[arg(long, value_name = "NAME")]
     pub subscription_name: Option<String>,
+    /// Where a new subscription starts: Earliest (default) or Latest.
+    #[arg(long, value_name = "POSITION")]
+    pub subscription_position: Option<String>,
+    /// Messages the broker may push ahead of processing, 1 to 100000 (default 1000).
+    #[arg(long, value_name = "N")]
+    pub receiver_queue_size: Option<u32>,
+    /// What happens to a record the sink rejects (not JSON, wrong shape, a constraint
+    /// violation): fail (default; the instance stops naming the message), skip (dropped and
+    /// counted) or dead-letter (sent to --dead-letter-topic).
+    #[arg(long, value_name = "POLICY")]
+    pub error_policy: Option<String>,
+    /// Where rejected records go; alone, it implies --error-policy dead-letter (as
+    /// pulsar-admin's --dead-letter-topic). On update, --error-policy fail or skip drops it.
+    #[arg(long, value_name = "TOPIC")]
+    pub dead_letter_topic: Option<String>,
     /// The config as a JSON object.
     #[arg(long, value_name = "JSON", conflicts_with = "sink_config_file")]
     pub sink_config: Option<String>,
@@ -251,6 +269,17 @@ struct SpecFlags {
     topics: Vec<String>,
     subscription: Option<String>,
     config: Option<String>,
+    /// Sinks only, as the API takes them.
+    sink_options: SinkOptions,
+}
+
+/// What only `ferry sinks create|update` take, parsed.
+#[derive(Debug, Default)]
+struct SinkOptions {
+    subscription_position: i32,
+    receiver_queue_size: Option<u32>,
+    error_policy: i32,
+    dead_letter_topic: Option<String>,
 }
 
 /// One verb, whichever the kind.
@@ -346,6 +375,7 @@ fn source_flags(spec: SourceSpecArgs) -> anyhow::Result<SpecFlags> {
         connector_type: spec.source_type,
         topics: spec.destination_topic_name.into_iter().collect(),
         subscription: None,
+        sink_options: SinkOptions::default(),
     })
 }
 
@@ -360,7 +390,58 @@ fn sink_flags(spec: SinkSpecArgs) -> anyhow::Result<SpecFlags> {
         connector_type: spec.sink_type,
         topics: spec.inputs,
         subscription: spec.subscription_name,
+        sink_options: SinkOptions {
+            subscription_position: spec
+                .subscription_position
+                .as_deref()
+                .map(parse_subscription_position)
+                .transpose()?
+                .unwrap_or_default()
+                .into(),
+            receiver_queue_size: spec.receiver_queue_size,
+            error_policy: spec
+                .error_policy
+                .as_deref()
+                .map(parse_error_policy)
+                .transpose()?
+                .unwrap_or_default()
+                .into(),
+            dead_letter_topic: spec.dead_letter_topic,
+        },
     })
+}
+
+/// Parses `--error-policy`: fail, skip or dead-letter (any case, `_` for `-`).
+fn parse_error_policy(text: &str) -> anyhow::Result<proto::ErrorPolicy> {
+    match text.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        "fail" => Ok(proto::ErrorPolicy::Fail),
+        "skip" => Ok(proto::ErrorPolicy::Skip),
+        "dead-letter" => Ok(proto::ErrorPolicy::DeadLetter),
+        _ => Err(invalid(
+            "--error-policy",
+            format!("{text:?} is not fail, skip or dead-letter"),
+        )),
+    }
+}
+
+/// Parses `--subscription-position` as pulsar-admin spells it (Earliest, Latest; any case).
+fn parse_subscription_position(text: &str) -> anyhow::Result<proto::SubscriptionPosition> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "earliest" => Ok(proto::SubscriptionPosition::Earliest),
+        "latest" => Ok(proto::SubscriptionPosition::Latest),
+        _ => Err(invalid(
+            "--subscription-position",
+            format!("{text:?} is not Earliest or Latest"),
+        )),
+    }
+}
+
+/// Puts `--batch-size` where `kind` reads it: (read batch, write batch).
+fn batch_sizes(kind: proto::ConnectorKind, batch_size: Option<u32>) -> (Option<u32>, Option<u32>) {
+    match kind {
+        proto::ConnectorKind::Sink => (None, batch_size),
+        proto::ConnectorKind::Source | proto::ConnectorKind::Unspecified => (batch_size, None),
+    }
 }
 
 /// Returns the config given inline or read from a file (JSON or YAML), as JSON text.
@@ -411,6 +492,7 @@ async fn run(
     let word = kind_word(kind);
     match verb {
         Verb::Create(flags) => {
+            let (read_batch_size, write_batch_size) = batch_sizes(kind, flags.common.batch_size);
             let request = proto::CreateConnectorRequest {
                 name: Some(flags.common.name.proto()),
                 spec: Some(proto::ConnectorSpec {
@@ -421,6 +503,12 @@ async fn run(
                     subscription: flags.subscription,
                     parallelism: parallelism(flags.common.parallelism)?,
                     processing_guarantee: guarantee(flags.common.processing_guarantees.as_deref())?,
+                    error_policy: flags.sink_options.error_policy,
+                    dead_letter_topic: flags.sink_options.dead_letter_topic,
+                    read_batch_size,
+                    write_batch_size,
+                    receiver_queue_size: flags.sink_options.receiver_queue_size,
+                    subscription_position: flags.sink_options.subscription_position,
                 }),
             };
             let created = client
@@ -435,6 +523,7 @@ async fn run(
             );
         }
         Verb::Update(flags) => {
+            let (read_batch_size, write_batch_size) = batch_sizes(kind, flags.common.batch_size);
             let request = proto::UpdateConnectorRequest {
                 name: Some(flags.common.name.proto()),
                 kind: kind.into(),
@@ -445,6 +534,12 @@ async fn run(
                 parallelism: parallelism(flags.common.parallelism)?,
                 processing_guarantee: guarantee(flags.common.processing_guarantees.as_deref())?,
                 expected_version: None,
+                error_policy: flags.sink_options.error_policy,
+                dead_letter_topic: flags.sink_options.dead_letter_topic,
+                read_batch_size,
+                write_batch_size,
+                receiver_queue_size: flags.sink_options.receiver_queue_size,
+                subscription_position: flags.sink_options.subscription_position,
             };
             let updated = client
                 .update_connector(request)
@@ -736,7 +831,44 @@ pub fn connector_json(connector: &proto::ConnectorInfo) -> Value {
     if let Some(subscription) = &connector.subscription {
         value["subscription_name"] = json!(subscription);
     }
+    let batch_size = match kind {
+        proto::ConnectorKind::Sink => connector.write_batch_size,
+        _ => connector.read_batch_size,
+    };
+    if let Some(batch_size) = batch_size {
+        value["batch_size"] = json!(batch_size);
+    }
+    if kind == proto::ConnectorKind::Sink {
+        value["error_policy"] = json!(error_policy_name(connector.error_policy));
+        if let Some(topic) = &connector.dead_letter_topic {
+            value["dead_letter_topic"] = json!(topic);
+        }
+        if let Some(size) = connector.receiver_queue_size {
+            value["receiver_queue_size"] = json!(size);
+        }
+        match proto::SubscriptionPosition::try_from(connector.subscription_position) {
+            Ok(proto::SubscriptionPosition::Earliest) => {
+                value["subscription_position"] = json!("Earliest");
+            }
+            Ok(proto::SubscriptionPosition::Latest) => {
+                value["subscription_position"] = json!("Latest");
+            }
+            Ok(proto::SubscriptionPosition::Unspecified) | Err(_) => {}
+        }
+    }
     value
+}
+
+/// Returns an error policy as users write it (`dead-letter`).
+fn error_policy_name(value: i32) -> String {
+    proto::ErrorPolicy::try_from(value).map_or_else(
+        |_| "unknown".to_owned(),
+        |policy| {
+            short_name(policy.as_str_name(), "ERROR_POLICY_")
+                .to_ascii_lowercase()
+                .replace('_', "-")
+        },
+    )
 }
 
 fn type_json(connector_type: &proto::ConnectorType) -> Value {
@@ -821,6 +953,8 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         "revoking": instance.revoking,
                         "records_received": instance.records_received,
                         "records_written": instance.records_written,
+                        "records_skipped": instance.records_skipped,
+                        "records_dead_lettered": instance.records_dead_lettered,
                         "errors": instance.errors,
                         "restarts": instance.restarts,
                         "last_error": instance.last_error,
@@ -858,6 +992,8 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         instance.records_received.to_string(),
                         instance.records_written.to_string(),
                         position_cell(instance.checkpoint.as_ref()),
+                        instance.records_skipped.to_string(),
+                        instance.records_dead_lettered.to_string(),
                         checkpoint_summary(instance.checkpoint.as_ref()),
                         instance.last_error.clone(),
                     ]
@@ -873,6 +1009,8 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                         "RECEIVED",
                         "WRITTEN",
                         "POSITION",
+                        "SKIPPED",
+                        "DEAD_LETTERED",
                         "CHECKPOINTS",
                         "LAST_ERROR"
                     ],
@@ -880,5 +1018,68 @@ fn print_status(output: OutputFormat, name: &NameArgs, status: &proto::GetConnec
                 )
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_flags_parse_as_pulsar_admin_spells_them_and_name_the_flag_otherwise() {
+        for (text, expected) in [
+            ("fail", proto::ErrorPolicy::Fail),
+            ("SKIP", proto::ErrorPolicy::Skip),
+            ("dead-letter", proto::ErrorPolicy::DeadLetter),
+            ("DEAD_LETTER", proto::ErrorPolicy::DeadLetter),
+        ] {
+            assert_eq!(parse_error_policy(text).expect(text), expected);
+        }
+        let error = parse_error_policy("retry")
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            error.contains("--error-policy") && error.contains("retry"),
+            "{error}"
+        );
+        for (text, expected) in [
+            ("Earliest", proto::SubscriptionPosition::Earliest),
+            ("latest", proto::SubscriptionPosition::Latest),
+        ] {
+            assert_eq!(parse_subscription_position(text).expect(text), expected);
+        }
+        let error = parse_subscription_position("middle")
+            .expect_err("unknown")
+            .to_string();
+        assert!(error.contains("--subscription-position"), "{error}");
+        assert_eq!(
+            batch_sizes(proto::ConnectorKind::Sink, Some(5)),
+            (None, Some(5))
+        );
+        assert_eq!(
+            batch_sizes(proto::ConnectorKind::Source, Some(5)),
+            (Some(5), None)
+        );
+    }
+
+    #[test]
+    fn a_sinks_json_shows_its_policy_and_options() {
+        let connector = proto::ConnectorInfo {
+            kind: proto::ConnectorKind::Sink.into(),
+            error_policy: proto::ErrorPolicy::DeadLetter.into(),
+            dead_letter_topic: Some("persistent://public/default/dlq".to_owned()),
+            write_batch_size: Some(50),
+            subscription_position: proto::SubscriptionPosition::Latest.into(),
+            ..proto::ConnectorInfo::default()
+        };
+        let value = connector_json(&connector);
+        assert_eq!(value["error_policy"], "dead-letter");
+        assert_eq!(
+            value["dead_letter_topic"],
+            "persistent://public/default/dlq"
+        );
+        assert_eq!(value["batch_size"], 50);
+        assert_eq!(value["subscription_position"], "Latest");
+        assert_eq!(value.get("receiver_queue_size"), None);
     }
 }

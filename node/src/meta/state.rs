@@ -94,10 +94,60 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What a sink does with a record its connector rejects: the connector API's own type.
+pub use ferry_actors::api::ErrorPolicy;
 /// The processing guarantee a connector asks for: the connector API's own type.
 pub use ferry_actors::api::Guarantee;
 /// Whether a connector reads into Pulsar or writes out of it: the connector API's own type.
 pub use ferry_actors::api::Kind as ConnectorKind;
+/// Where a sink's new subscription starts: the sink consumer's own type.
+pub use ferry_actors::pulsar::sink_consumer::StartPosition;
+
+/// The batch size (records per source read or per sink write) when none is given.
+pub const DEFAULT_BATCH_SIZE: u32 = 1000;
+/// A sink's receiver queue (messages read ahead) when none is given.
+pub const DEFAULT_RECEIVER_QUEUE_SIZE: u32 = 1000;
+/// The largest batch or receiver queue a connector may ask for: each holds that many records
+/// in memory per instance.
+pub const MAX_RUNTIME_SIZE: u32 = 100_000;
+
+/// How the runtime drives a connector's instances, as given: an absent value takes its
+/// default when the instance starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RuntimeOptions {
+    /// Sources: most records asked of the connector per read.
+    pub read_batch_size: Option<u32>,
+    /// Sinks: most records handed to the connector per write.
+    pub write_batch_size: Option<u32>,
+    /// Sinks: messages the broker may push ahead of processing.
+    pub receiver_queue_size: Option<u32>,
+    /// Sinks: where a new subscription starts.
+    pub subscription_position: Option<StartPosition>,
+}
+
+impl RuntimeOptions {
+    /// Returns the read batch size, or the default.
+    pub fn read_batch(&self) -> usize {
+        self.read_batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize
+    }
+
+    /// Returns the write batch size, or the default.
+    pub fn write_batch(&self) -> usize {
+        self.write_batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize
+    }
+
+    /// Returns the receiver queue size, or the default.
+    pub fn receiver_queue(&self) -> u32 {
+        self.receiver_queue_size
+            .unwrap_or(DEFAULT_RECEIVER_QUEUE_SIZE)
+    }
+
+    /// Returns where a new subscription starts: the earliest message unless given.
+    pub fn start(&self) -> StartPosition {
+        self.subscription_position
+            .unwrap_or(StartPosition::Earliest)
+    }
+}
 
 /// Whether a connector's instances should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +202,10 @@ pub struct ConnectorSpec {
     pub parallelism: u32,
     /// The processing guarantee.
     pub guarantee: Guarantee,
+    /// Sinks: what happens to a record the connector rejects (`Fail` for sources).
+    pub error_policy: ErrorPolicy,
+    /// Batch sizes, receiver queue and start position.
+    pub options: RuntimeOptions,
 }
 
 /// A connector as stored.
@@ -870,6 +924,8 @@ mod tests {
             subscription: None,
             parallelism,
             guarantee: Guarantee::EffectivelyOnce,
+            error_policy: crate::meta::state::ErrorPolicy::Fail,
+            options: crate::meta::state::RuntimeOptions::default(),
         }
     }
 

@@ -183,6 +183,8 @@ mod tests {
                 subscription: None,
                 parallelism: *parallelism,
                 guarantee: Guarantee::AtLeastOnce,
+                error_policy: crate::meta::state::ErrorPolicy::Fail,
+                options: crate::meta::state::RuntimeOptions::default(),
             };
             state
                 .apply(

@@ -27,7 +27,6 @@ use ferry_actors::instance::source::{
 use ferry_actors::instance::{InstanceState, InstanceStatus};
 use ferry_actors::pulsar::PulsarSettings;
 use ferry_actors::pulsar::batch::BatchingOptions;
-use ferry_actors::pulsar::sink_consumer::StartPosition;
 use tracing::{info, warn};
 
 use self::checkpoints::RaftCheckpointStore;
@@ -185,6 +184,8 @@ pub fn proto_reports(
             records_read: report.status.records_read,
             records_done: report.status.records_confirmed,
             duplicates_dropped: report.status.duplicates_dropped,
+            records_skipped: report.status.records_skipped,
+            records_dead_lettered: report.status.records_dead_lettered,
             checkpoints_committed: report.status.checkpoints_committed,
             restarts: report.restarts,
             last_error: report.status.last_error.clone().unwrap_or_default(),
@@ -522,7 +523,7 @@ impl Supervisor {
                     checkpoints: self.settings.checkpoints,
                     pulsar: self.settings.pulsar.clone(),
                     batching: BatchingOptions::default(),
-                    read_batch: 1000,
+                    read_batch: spec.options.read_batch(),
                     fence: self.settings.lease.as_ref().map(LeaseClock::fence),
                     incarnation: connector.created,
                 };
@@ -549,8 +550,10 @@ impl Supervisor {
                     guarantee,
                     checkpoints: self.settings.checkpoints,
                     pulsar: self.settings.pulsar.clone(),
-                    write_batch: 1000,
-                    start: StartPosition::Earliest,
+                    write_batch: spec.options.write_batch(),
+                    start: spec.options.start(),
+                    receiver_queue_size: spec.options.receiver_queue(),
+                    error_policy: spec.error_policy.clone(),
                     fence: self.settings.lease.as_ref().map(LeaseClock::fence),
                     incarnation: connector.created,
                 };

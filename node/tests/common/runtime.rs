@@ -225,6 +225,8 @@ pub(crate) fn spec(
         subscription: None,
         parallelism: 1,
         guarantee,
+        error_policy: ferry_node::meta::state::ErrorPolicy::Fail,
+        options: ferry_node::meta::state::RuntimeOptions::default(),
     }
 }
 

@@ -6,18 +6,29 @@
 //! rows travel as one JSON array parameter and `jsonb_populate_recordset(NULL::table, …)`
 //! turns it into rows of the table's own row type, so a JSON string or number lands in an
 //! `integer`, `text`, `timestamptz` or `jsonb` column by the server's input rules, with no
-//! type mapping here and no limit on parameters per statement. A value the column's type
-//! refuses fails the batch; the sink then finds the record to blame and names it.
+//! type mapping here and no limit on parameters per statement.
+//!
+//! **Rejected records.** A record that is not a JSON object (or has no key for a jsonb
+//! upsert) is rejected by `write` before anything is written. A value the table refuses (a
+//! constraint violation, a value the column's type refuses: SQLSTATE classes 22 and 23) is
+//! rejected too, with the server's reason: `write` inserts the batch into the open transaction
+//! at once, and when the server refuses it the transaction starts over with the rows written
+//! before and the batch is written again under a savepoint, halving any refused group until
+//! the refused records are alone. The instance's error policy then decides (fail, skip,
+//! dead-letter). A constraint checked only at commit (`DEFERRABLE INITIALLY DEFERRED`) fails
+//! the flush instead, a failure the instance retries.
 //!
 //! **Modes.** `insert` appends rows; `upsert` is `INSERT … ON CONFLICT (key_column) DO
 //! UPDATE`, so the key column needs a unique index. With `columns` the key comes from the
-//! record's mapped field; in the jsonb layout it is the message key. Within one flush the last
-//! record of a key wins (a statement may not update a row twice).
+//! record's mapped field; in the jsonb layout it is the message key. Within one write the last
+//! record of a key wins (a statement may not update a row twice): an earlier record of that key
+//! never reaches the table, so it is not checked either.
 //!
-//! **Effectively-once** ([`SinkDelivery::Transactional`], ../shared/DESIGN.md §6). `write`
-//! only buffers; `flush(input)` runs one transaction that first updates the instance's row in
-//! `offsets_table` (input position and epoch) *only if the stored epoch is still ours* — which
-//! also locks that row until commit — and then inserts the buffered rows. `open` creates the
+//! **Effectively-once** ([`SinkDelivery::Transactional`], ../shared/DESIGN.md §6). The first
+//! `write` after a flush begins a transaction and every write inserts into it; `flush(input)`
+//! then updates the instance's row in `offsets_table` (input position and epoch) *only if the
+//! stored epoch is still ours* — which also locks that row until commit — and commits, rows and
+//! position together; when the epoch is no longer ours, nothing of it commits. `open` creates the
 //! offsets table if missing and, in one transaction, locks the instance's row, refuses to run
 //! when a newer epoch is stored there ([`ConnectorError::Fenced`]), records its own epoch and
 //! returns the stored input position, which wins over Ferry's checkpoint. So after a crash the
@@ -27,7 +38,7 @@
 //! Connection failures are [`ConnectorError::Unavailable`] (the instance retries; `open`
 //! reconnects). The password never reaches `Debug` output, logs or errors. No TLS yet (NoTls).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,7 +54,7 @@ use tracing::warn;
 use crate::api::config::{ConnectorConfig, Secret};
 use crate::api::registry::{InstanceContext, SinkFactory};
 use crate::api::{
-    ConnectorError, InputMessageId, Position, Rejected, Sink, SinkCapabilities, SinkDelivery,
+    ConnectorError, Position, Rejected, Sink, SinkCapabilities, SinkDelivery,
     SinkRecord, SinkResume,
 };
 
@@ -402,23 +413,28 @@ fn insert_statement(
     sql
 }
 
-/// A buffered row: column -> JSON value, and the message it came from.
+/// A row of the table: column -> JSON value.
+type Row = Map<String, Value>;
+
+/// A record turned into a row, with its index in the batch [`Sink::write`] was given.
 #[derive(Debug, Clone)]
-struct PendingRow {
-    topic: String,
-    message_id: InputMessageId,
-    row: Map<String, Value>,
+struct Candidate {
+    index: usize,
+    row: Row,
 }
 
-impl PendingRow {
-    fn blame(&self, reason: impl Into<String>) -> ConnectorError {
-        ConnectorError::InvalidRecord {
-            topic: self.topic.clone(),
-            message_id: self.message_id,
-            reason: reason.into(),
-        }
-    }
+/// How an INSERT statement ended.
+#[derive(Debug)]
+enum Inserted {
+    /// Every row is in (inside the open transaction).
+    Written,
+    /// The server refused a value (a data exception or a constraint: SQLSTATE classes 22 and
+    /// 23), which aborts the transaction (or the savepoint).
+    Refused(tokio_postgres::Error),
 }
+
+/// The savepoint isolating a group of rows while the sink looks for the ones the table refuses.
+const SAVEPOINT: &str = "ferry_rows";
 
 /// The sink. Holds one connection, made by [`Sink::open`].
 pub struct PostgresSink {
@@ -426,7 +442,12 @@ pub struct PostgresSink {
     client: Option<Client>,
     /// The instance key and epoch this owner claimed in `open`.
     owner: Option<(String, i64)>,
-    pending: Vec<PendingRow>,
+    /// Whether a transaction is open on `client`: the first write since a flush begins one,
+    /// the flush commits it.
+    in_transaction: bool,
+    /// The rows written in the open transaction, in order: written again when the
+    /// transaction has to start over (a refused value aborts it).
+    pending: Vec<Row>,
 }
 
 impl fmt::Debug for PostgresSink {
@@ -436,6 +457,7 @@ impl fmt::Debug for PostgresSink {
             .field("settings", &self.settings)
             .field("connected", &self.client.is_some())
             .field("owner", &self.owner)
+            .field("in_transaction", &self.in_transaction)
             .field("pending", &self.pending.len())
             .finish()
     }
@@ -447,6 +469,7 @@ impl PostgresSink {
             settings,
             client: None,
             owner: None,
+            in_transaction: false,
             pending: Vec::new(),
         }
     }
@@ -476,13 +499,29 @@ impl PostgresSink {
         Ok(client)
     }
 
+    /// Drops the connection after a failure: the server rolls the open transaction back, and
+    /// the sink writes nothing more until it is opened again.
+    fn abandon(&mut self) {
+        self.client = None;
+        self.in_transaction = false;
+        self.pending.clear();
+    }
+
+    fn client(&self) -> Result<&Client, ConnectorError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Unavailable {
+                system: SYSTEM.to_owned(),
+                reason: "not connected: open again".to_owned(),
+            })
+    }
+
     async fn open_inner(
         &mut self,
         resume: &SinkResume,
     ) -> Result<Option<Position>, ConnectorError> {
-        self.pending.clear();
+        self.abandon();
         self.owner = None;
-        self.client = None;
         let epoch = i64::try_from(resume.epoch).map_err(|_| {
             ConnectorError::InvalidPosition(format!(
                 "epoch {} does not fit PostgreSQL's bigint",
@@ -540,66 +579,66 @@ impl PostgresSink {
         Ok(stored_input)
     }
 
-    /// Turns records into rows; fails on the first record that is not a JSON object (or, in
-    /// the jsonb layout with upsert, has no key), buffering nothing of the batch then.
-    fn rows(&self, records: Vec<SinkRecord>) -> Result<Vec<PendingRow>, ConnectorError> {
-        records
-            .into_iter()
-            .map(|record| {
-                let mut pending = PendingRow {
-                    topic: record.topic,
-                    message_id: record.message_id,
-                    row: Map::new(),
-                };
-                let value: Value = serde_json::from_slice(&record.record.value)
-                    .map_err(|error| pending.blame(format!("the value is not JSON: {error}")))?;
-                let Value::Object(mut object) = value else {
-                    return Err(pending.blame(format!(
-                        "the value is JSON {}, not an object",
-                        json_kind(&value)
-                    )));
-                };
-                match &self.settings.layout {
-                    Layout::Columns(columns) => {
-                        for (field, column) in columns {
-                            let value = object.remove(field).unwrap_or(Value::Null);
-                            pending.row.insert(column.clone(), value);
-                        }
-                    }
-                    Layout::Json(json_column) => {
-                        pending
-                            .row
-                            .insert(json_column.clone(), Value::Object(object));
-                        if let Some(key_column) = &self.settings.key_column {
-                            let key = record.record.key.ok_or_else(|| {
-                                pending.blame(format!(
-                                    "upsert into {key_column} needs a message key, and it has none"
-                                ))
-                            })?;
-                            pending.row.insert(key_column.clone(), Value::String(key));
-                        }
-                    }
-                }
-                Ok(pending)
-            })
-            .collect()
+    /// Turns records into rows. A record that is not a JSON object (or, in the jsonb layout
+    /// with upsert, has no key) is rejected, naming why; the others become candidates.
+    fn rows(&self, records: Vec<SinkRecord>) -> (Vec<Candidate>, Vec<Rejected>) {
+        let mut candidates = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        for (index, record) in records.into_iter().enumerate() {
+            match self.row(record) {
+                Ok(row) => candidates.push(Candidate { index, row }),
+                Err(reason) => rejected.push(Rejected { index, reason }),
+            }
+        }
+        (candidates, rejected)
     }
 
-    /// The rows to write: all of them for insert; for upsert, the last row of each key (one
-    /// statement may not update a row twice). Keys compare as the text Postgres would read.
-    /// Returns indexes into the pending rows, in order.
-    fn rows_to_write(&self) -> Vec<usize> {
+    /// Turns one record into a row, or says why it cannot be one.
+    fn row(&self, record: SinkRecord) -> Result<Row, String> {
+        let value: Value = serde_json::from_slice(&record.record.value)
+            .map_err(|error| format!("the value is not JSON: {error}"))?;
+        let Value::Object(mut object) = value else {
+            return Err(format!(
+                "the value is JSON {}, not an object",
+                json_kind(&value)
+            ));
+        };
+        let mut row = Map::new();
+        match &self.settings.layout {
+            Layout::Columns(columns) => {
+                for (field, column) in columns {
+                    let value = object.remove(field).unwrap_or(Value::Null);
+                    row.insert(column.clone(), value);
+                }
+            }
+            Layout::Json(json_column) => {
+                row.insert(json_column.clone(), Value::Object(object));
+                if let Some(key_column) = &self.settings.key_column {
+                    let key = record.record.key.ok_or_else(|| {
+                        format!("upsert into {key_column} needs a message key, and it has none")
+                    })?;
+                    row.insert(key_column.clone(), Value::String(key));
+                }
+            }
+        }
+        Ok(row)
+    }
+
+    /// The rows of `rows` to write: all of them for insert; for upsert, the last row of each
+    /// key (one statement may not update a row twice). Keys compare as the text Postgres
+    /// would read. Returns indexes into `rows`, in order.
+    fn rows_to_write(&self, rows: &[&Row]) -> Vec<usize> {
         let Some(key_column) = self
             .settings
             .key_column
             .as_deref()
             .filter(|_| self.settings.mode == WriteMode::Upsert)
         else {
-            return (0..self.pending.len()).collect();
+            return (0..rows.len()).collect();
         };
         let mut last_of_key: HashMap<String, usize> = HashMap::new();
-        for (index, pending) in self.pending.iter().enumerate() {
-            let key = match pending.row.get(key_column) {
+        for (index, row) in rows.iter().enumerate() {
+            let key = match row.get(key_column) {
                 Some(Value::String(text)) => text.clone(),
                 Some(other) => other.to_string(),
                 None => String::new(),
@@ -611,6 +650,133 @@ impl PostgresSink {
         keep
     }
 
+    /// Inserts `rows` into the table in the open transaction, in statements of at most
+    /// `batch_size` rows. A value the server refuses is [`Inserted::Refused`]; any other
+    /// failure is an error.
+    async fn insert(&self, rows: &[&Row]) -> Result<Inserted, ConnectorError> {
+        let keep = self.rows_to_write(rows);
+        let client = self.client()?;
+        for chunk in keep.chunks(self.settings.batch_size) {
+            let array: Vec<&Row> = chunk.iter().map(|index| rows[*index]).collect();
+            let json =
+                serde_json::to_string(&array).map_err(|error| ConnectorError::Unavailable {
+                    system: SYSTEM.to_owned(),
+                    reason: format!("cannot encode rows: {error}"),
+                })?;
+            match client.execute(&self.settings.insert_sql, &[&json]).await {
+                Ok(_) => {}
+                Err(error) if is_data_error(&error) => return Ok(Inserted::Refused(error)),
+                Err(error) => return Err(classify(&error)),
+            }
+        }
+        Ok(Inserted::Written)
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), ConnectorError> {
+        self.client()?
+            .batch_execute(sql)
+            .await
+            .map_err(|error| classify(&error))
+    }
+
+    /// Begins a transaction unless one is open.
+    async fn begin(&mut self) -> Result<(), ConnectorError> {
+        if !self.in_transaction {
+            self.execute("BEGIN").await?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Writes a batch in the open transaction and returns the records the table refuses.
+    ///
+    /// The whole batch goes in one statement (per `batch_size` rows). When the server refuses
+    /// a value, that aborts the transaction: it starts over with the rows written before, and
+    /// the batch is written again in groups under a savepoint, a refused group halved until
+    /// the refused records are alone. Subtransactions are only spent on that path.
+    async fn write_inner(&mut self, records: Vec<SinkRecord>) -> Result<Vec<Rejected>, ConnectorError> {
+        let (candidates, mut rejected) = self.rows(records);
+        if candidates.is_empty() {
+            return Ok(rejected);
+        }
+        self.begin().await?;
+        let rows: Vec<&Row> = candidates.iter().map(|candidate| &candidate.row).collect();
+        match self.insert(&rows).await? {
+            Inserted::Written => {
+                self.pending
+                    .extend(candidates.into_iter().map(|candidate| candidate.row));
+            }
+            Inserted::Refused(_) => {
+                self.start_over().await?;
+                rejected.extend(self.isolate(candidates).await?);
+                rejected.sort_by_key(|rejection| rejection.index);
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// Rolls the aborted transaction back and begins another holding the rows written before.
+    async fn start_over(&mut self) -> Result<(), ConnectorError> {
+        self.execute("ROLLBACK").await?;
+        self.in_transaction = false;
+        self.begin().await?;
+        let earlier: Vec<&Row> = self.pending.iter().collect();
+        if earlier.is_empty() {
+            return Ok(());
+        }
+        match self.insert(&earlier).await? {
+            Inserted::Written => Ok(()),
+            // Accepted a moment ago, refused now: another writer changed the table. The
+            // instance starts again from its checkpoint and finds the records to blame then.
+            Inserted::Refused(error) => Err(ConnectorError::Unavailable {
+                system: SYSTEM.to_owned(),
+                reason: format!(
+                    "rows accepted earlier in this transaction are refused when written again \
+                     (the table changed meanwhile): {}",
+                    describe(&error)
+                ),
+            }),
+        }
+    }
+
+    /// Writes `candidates` in order, each group under a savepoint; a refused group is rolled
+    /// back to it and halved, down to single rows, which are rejected with the server's reason.
+    async fn isolate(&mut self, candidates: Vec<Candidate>) -> Result<Vec<Rejected>, ConnectorError> {
+        let mut rejected = Vec::new();
+        let mut groups: VecDeque<Vec<Candidate>> = VecDeque::from([candidates]);
+        while let Some(mut group) = groups.pop_front() {
+            self.execute(&format!("SAVEPOINT {SAVEPOINT}")).await?;
+            let rows: Vec<&Row> = group.iter().map(|candidate| &candidate.row).collect();
+            match self.insert(&rows).await? {
+                Inserted::Written => {
+                    self.execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                        .await?;
+                    self.pending
+                        .extend(group.into_iter().map(|candidate| candidate.row));
+                }
+                Inserted::Refused(error) => {
+                    self.execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+                        .await?;
+                    self.execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                        .await?;
+                    if group.len() == 1 {
+                        rejected.extend(group.into_iter().map(|candidate| Rejected {
+                            index: candidate.index,
+                            reason: format!("the table refuses it: {}", describe(&error)),
+                        }));
+                    } else {
+                        let second = group.split_off(group.len() / 2);
+                        groups.push_front(second);
+                        groups.push_front(group);
+                    }
+                }
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// Stores `input` with the owner's epoch, if still ours, and commits the transaction that
+    /// holds the rows written since the last flush.
     async fn flush_inner(&mut self, input: &Position) -> Result<Position, ConnectorError> {
         let (instance, epoch) = self
             .owner
@@ -619,34 +785,12 @@ impl PostgresSink {
                 system: SYSTEM.to_owned(),
                 reason: "flush before a successful open".to_owned(),
             })?;
-        let rows = self.rows_to_write();
-        let mut chunks = Vec::new();
-        for chunk in rows.chunks(self.settings.batch_size) {
-            let array: Vec<&Map<String, Value>> = chunk
-                .iter()
-                .map(|index| &self.pending[*index].row)
-                .collect();
-            chunks.push(serde_json::to_string(&array).map_err(|error| {
-                ConnectorError::Unavailable {
-                    system: SYSTEM.to_owned(),
-                    reason: format!("cannot encode rows: {error}"),
-                }
-            })?);
-        }
-        let client = self
-            .client
-            .as_mut()
-            .ok_or_else(|| ConnectorError::Unavailable {
-                system: SYSTEM.to_owned(),
-                reason: "not connected: open again".to_owned(),
-            })?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|error| classify(&error))?;
-        // First the fence: this update also locks the offsets row until commit, so a newer
-        // owner's open waits for this transaction and then sees its position.
-        let updated = transaction
+        self.begin().await?;
+        let client = self.client()?;
+        // The fence: this update also locks the offsets row until commit, so a newer owner's
+        // open waits for this transaction and then sees its position; after a newer owner
+        // opened, it matches no row and the transaction is abandoned, rows and all.
+        let updated = client
             .execute(
                 &self.settings.store_position_if_epoch_matches_sql,
                 &[&instance, &input.as_slice(), &epoch],
@@ -654,7 +798,7 @@ impl PostgresSink {
             .await
             .map_err(|error| classify(&error))?;
         if updated != 1 {
-            let current = transaction
+            let current = client
                 .query_opt(&self.settings.read_epoch_sql, &[&instance])
                 .await
                 .map_err(|error| classify(&error))?;
@@ -670,81 +814,10 @@ impl PostgresSink {
                 },
             });
         }
-        let mut failed = None;
-        for chunk in &chunks {
-            if let Err(error) = transaction
-                .execute(&self.settings.insert_sql, &[chunk])
-                .await
-            {
-                failed = Some(error);
-                break;
-            }
-        }
-        match failed {
-            None => {
-                transaction
-                    .commit()
-                    .await
-                    .map_err(|error| classify(&error))?;
-                self.pending.clear();
-                Ok(Vec::new())
-            }
-            Some(error) if is_data_error(&error) => {
-                drop(transaction);
-                let rows: Vec<PendingRow> = rows
-                    .into_iter()
-                    .map(|index| self.pending[index].clone())
-                    .collect();
-                Err(self.blame_row(&rows, &error).await)
-            }
-            Some(error) => Err(classify(&error)),
-        }
-    }
-
-    /// After a batch failed on a value, inserts its rows one at a time in a transaction that
-    /// is then rolled back, to name the record the table refuses.
-    async fn blame_row(
-        &mut self,
-        rows: &[PendingRow],
-        batch_error: &tokio_postgres::Error,
-    ) -> ConnectorError {
-        let batch_failure = || ConnectorError::InvalidRecord {
-            topic: rows
-                .first()
-                .map(|row| row.topic.clone())
-                .unwrap_or_default(),
-            message_id: rows
-                .first()
-                .map(|row| row.message_id)
-                .unwrap_or(InputMessageId {
-                    ledger_id: 0,
-                    entry_id: 0,
-                    batch_index: -1,
-                }),
-            reason: format!(
-                "a batch of {} rows starting here was refused: {}",
-                rows.len(),
-                describe(batch_error)
-            ),
-        };
-        let Some(client) = self.client.as_mut() else {
-            return batch_failure();
-        };
-        let Ok(transaction) = client.transaction().await else {
-            return batch_failure();
-        };
-        for pending in rows {
-            let Ok(single) = serde_json::to_string(&[&pending.row]) else {
-                continue;
-            };
-            if let Err(error) = transaction
-                .execute(&self.settings.insert_sql, &[&single])
-                .await
-            {
-                return pending.blame(format!("the table refuses it: {}", describe(&error)));
-            }
-        }
-        batch_failure()
+        self.execute("COMMIT").await?;
+        self.in_transaction = false;
+        self.pending.clear();
+        Ok(Vec::new())
     }
 }
 
@@ -817,21 +890,30 @@ impl Sink for PostgresSink {
         records: Vec<SinkRecord>,
     ) -> BoxFuture<'_, Result<Vec<Rejected>, ConnectorError>> {
         Box::pin(async move {
-            let rows = self.rows(records)?;
-            self.pending.extend(rows);
-            Ok(Vec::new())
+            let written = self.write_inner(records).await;
+            if written.is_err() {
+                self.abandon();
+            }
+            written
         })
     }
 
     fn flush(&mut self, input: &Position) -> BoxFuture<'_, Result<Position, ConnectorError>> {
         let input = input.clone();
-        Box::pin(async move { self.flush_inner(&input).await })
+        Box::pin(async move {
+            let flushed = self.flush_inner(&input).await;
+            if flushed.is_err() {
+                self.abandon();
+            }
+            flushed
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::InputMessageId;
 
     fn config(extra: Value) -> Value {
         let mut config = serde_json::json!({
@@ -944,7 +1026,7 @@ mod tests {
 
     #[test]
     fn upsert_keeps_the_last_row_of_each_key() {
-        let mut sink = PostgresSink::from_config(&config(serde_json::json!({
+        let sink = PostgresSink::from_config(&config(serde_json::json!({
             "mode": "upsert", "key_column": "id", "columns": {"id": "id", "v": "v"},
         })))
         .expect("valid");
@@ -968,34 +1050,62 @@ mod tests {
             },
         })
         .collect();
-        sink.pending = sink.rows(records).expect("objects");
+        let (candidates, rejected) = sink.rows(records);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let rows: Vec<&Row> = candidates.iter().map(|candidate| &candidate.row).collect();
         let kept: Vec<String> = sink
-            .rows_to_write()
+            .rows_to_write(&rows)
             .iter()
-            .map(|index| sink.pending[*index].row["v"].to_string())
+            .map(|index| rows[*index]["v"].to_string())
             .collect();
         assert_eq!(kept, ["\"b\"", "\"c\""]);
     }
 
     #[test]
-    fn a_value_that_is_not_an_object_names_its_message() {
-        let sink = PostgresSink::from_config(&config(serde_json::json!({}))).expect("valid");
-        let record = SinkRecord {
-            record: crate::api::Record {
-                value: b"[1,2]".to_vec(),
-                ..crate::api::Record::default()
-            },
-            topic: "persistent://public/default/in".to_owned(),
-            message_id: InputMessageId {
-                ledger_id: 7,
-                entry_id: 3,
-                batch_index: -1,
-            },
-        };
-        let error = sink.rows(vec![record]).expect_err("an array");
-        let text = error.to_string();
-        assert!(text.contains("7:3:-1"), "{text}");
-        assert!(text.contains("persistent://public/default/in"), "{text}");
-        assert!(text.contains("an array"), "{text}");
+    fn records_that_cannot_be_rows_are_rejected_with_the_reason_and_the_rest_kept() {
+        let sink = PostgresSink::from_config(&config(serde_json::json!({
+            "mode": "upsert", "key_column": "id",
+        })))
+        .expect("valid");
+        let values: [&[u8]; 4] = [br#"{"a":1}"#, b"[1,2]", b"not json {", br#"{"b":2}"#];
+        let records = values
+            .iter()
+            .enumerate()
+            .map(|(entry, value)| SinkRecord {
+                record: crate::api::Record {
+                    value: value.to_vec(),
+                    // Only the first has the key a jsonb upsert needs.
+                    key: (entry == 0).then(|| "k".to_owned()),
+                    ..crate::api::Record::default()
+                },
+                topic: "persistent://public/default/in".to_owned(),
+                message_id: InputMessageId {
+                    ledger_id: 7,
+                    entry_id: entry as u64,
+                    batch_index: -1,
+                },
+            })
+            .collect();
+        let (candidates, rejected) = sink.rows(records);
+        let kept: Vec<usize> = candidates.iter().map(|candidate| candidate.index).collect();
+        assert_eq!(kept, [0]);
+        assert_eq!(
+            candidates[0].row,
+            serde_json::json!({"payload": {"a": 1}, "id": "k"})
+                .as_object()
+                .cloned()
+                .expect("an object")
+        );
+        let reasons: Vec<(usize, &str)> = rejected
+            .iter()
+            .map(|rejection| (rejection.index, rejection.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert_eq!(reasons[0].0, 1);
+        assert!(reasons[0].1.contains("an array"), "{reasons:?}");
+        assert_eq!(reasons[1].0, 2);
+        assert!(reasons[1].1.contains("not JSON"), "{reasons:?}");
+        assert_eq!(reasons[2].0, 3);
+        assert!(reasons[2].1.contains("message key"), "{reasons:?}");
     }
 }
