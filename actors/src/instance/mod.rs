@@ -6,12 +6,14 @@
 //! - [`source`]: the source instance actor, [`source::SourceInstance`].
 //! - [`position`]: a whole checkpoint as text (status, `offsets get`, `offsets reset`).
 //! - [`sink`]: the sink instance actor, [`sink::SinkInstance`].
+//! - [`shell`]: the one actor shell both instance kinds run in.
 //! - [`dead_letter`]: a sink's error policy applied to rejected records, and the dead-letter
 //!   producers.
 
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod position;
+pub mod shell;
 pub mod sink;
 pub mod source;
 

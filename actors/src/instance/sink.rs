@@ -24,15 +24,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix::prelude::*;
 use tracing::{debug, info};
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use super::dead_letter::{
     DeadLetterConfig, DeadLetterError, DeadLetters, ErrorPolicy, Verdict, judge,
 };
-use super::source::{CheckpointPolicy, Drain, DrainFlag, GetStatus, SharedStatus, Stop, draining};
-use super::{Guarantee, InstanceState, record_end, update};
+use super::shell::{Driver, Instance, draining};
+use super::source::{CheckpointPolicy, DrainFlag, SharedStatus};
+use super::{Guarantee, InstanceState, update};
 use crate::api::{ConnectorError, InputMessageId, Position, Record, Sink, SinkRecord, SinkResume};
 use crate::pulsar::sink_consumer::{
     ConsumerError, InputMessage, SinkConsumer, SinkConsumerOptions, SinkSubscription, StartPosition,
@@ -258,24 +258,13 @@ impl<'a> Reader<'a> {
 }
 
 /// The actor that owns one sink instance.
-pub struct SinkInstance {
-    config: SinkInstanceConfig,
-    sink: Option<Box<dyn Sink>>,
-    store: Arc<dyn CheckpointStore>,
-    status: SharedStatus,
-    driver: Option<SpawnHandle>,
-    drain: DrainFlag,
-}
+pub type SinkInstance = Instance<SinkDriver>;
 
-impl std::fmt::Debug for SinkInstance {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("SinkInstance")
-            .field("connector", &self.config.connector)
-            .field("index", &self.config.index)
-            .field("epoch", &self.config.epoch)
-            .finish_non_exhaustive()
-    }
+/// A sink instance's loop: its connector, config and checkpoint store.
+pub struct SinkDriver {
+    config: SinkInstanceConfig,
+    sink: Box<dyn Sink>,
+    store: Arc<dyn CheckpointStore>,
 }
 
 impl SinkInstance {
@@ -285,90 +274,46 @@ impl SinkInstance {
         sink: Box<dyn Sink>,
         store: Arc<dyn CheckpointStore>,
     ) -> Self {
-        Self {
+        Instance::with_driver(SinkDriver {
             config,
-            sink: Some(sink),
-            store,
-            status: SharedStatus::default(),
-            driver: None,
-            drain: DrainFlag::default(),
-        }
-    }
-
-    /// The instance's observable state, shared with whoever reports it.
-    pub fn status(&self) -> SharedStatus {
-        self.status.clone()
-    }
-}
-
-impl Actor for SinkInstance {
-    type Context = Context<Self>;
-
-    fn started(&mut self, context: &mut Self::Context) {
-        let Some(sink) = self.sink.take() else {
-            context.stop();
-            return;
-        };
-        update(&self.status, |status| {
-            status.state = InstanceState::Starting
-        });
-        let driver = drive(
-            self.config.clone(),
             sink,
-            self.store.clone(),
-            self.status.clone(),
-            self.drain.clone(),
-        );
-        let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
-            // A sink's input never ends: it ends only drained.
-            let ended = outcome
-                .map(|()| InstanceState::Stopped)
-                .map_err(|error| error.to_string());
-            record_end(
-                &actor.status,
-                "sink",
-                &actor.config.connector,
-                actor.config.index,
-                ended,
-            );
-            context.stop();
-        }));
-        self.driver = Some(handle);
+            store,
+        })
     }
 }
 
-impl Handler<GetStatus> for SinkInstance {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        let status = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        MessageResult(status)
+impl std::fmt::Debug for SinkDriver {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SinkDriver")
+            .field("connector", &self.config.connector)
+            .field("index", &self.config.index)
+            .finish_non_exhaustive()
     }
 }
 
-impl Handler<Drain> for SinkInstance {
-    type Result = ();
+impl Driver for SinkDriver {
+    const KIND: &'static str = "sink";
 
-    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
-        self.drain.store(true, std::sync::atomic::Ordering::Release);
+    fn identity(&self) -> (&str, u32, u64) {
+        (&self.config.connector, self.config.index, self.config.epoch)
     }
-}
 
-impl Handler<Stop> for SinkInstance {
-    type Result = ();
+    fn run(
+        self,
+        status: SharedStatus,
+        drain: DrainFlag,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            drive(self.config, self.sink, self.store, status, drain)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
 
-    fn handle(&mut self, _: Stop, context: &mut Self::Context) {
-        update(&self.status, |status| status.state = InstanceState::Stopped);
-        // Dropping the driver drops the consumer and the sink: nothing more is written, and
-        // what was not acknowledged is delivered again to the next owner.
-        if let Some(driver) = self.driver.take() {
-            context.cancel_future(driver);
-        }
-        context.stop();
+    fn ended(_drained: bool) -> InstanceState {
+        // A sink's input never ends: it ends only drained.
+        InstanceState::Stopped
     }
 }
 

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix::prelude::*;
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -22,7 +21,9 @@ use tracing::info;
 
 pub use super::SharedStatus;
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use super::{Guarantee, InstanceState, InstanceStatus, record_end, update};
+pub use super::shell::{Drain, DrainFlag, GetStatus, Stop};
+use super::shell::{Driver, Instance, draining};
+use super::{Guarantee, InstanceState, update};
 use crate::api::{ConnectorError, Position, Source, SourceRead};
 use crate::pulsar::{
     BatchingOptions, OutgoingMessage, ProducerSession, ProducerSessionOptions, PulsarSettings,
@@ -120,24 +121,13 @@ fn check_fence(fence: Option<&super::Fence>) -> Result<(), SourceInstanceError> 
 }
 
 /// The actor that owns one source instance.
-pub struct SourceInstance {
-    config: SourceInstanceConfig,
-    source: Option<Box<dyn Source>>,
-    store: Arc<dyn CheckpointStore>,
-    status: SharedStatus,
-    driver: Option<SpawnHandle>,
-    drain: DrainFlag,
-}
+pub type SourceInstance = Instance<SourceDriver>;
 
-impl std::fmt::Debug for SourceInstance {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("SourceInstance")
-            .field("connector", &self.config.connector)
-            .field("index", &self.config.index)
-            .field("epoch", &self.config.epoch)
-            .finish_non_exhaustive()
-    }
+/// A source instance's loop: its connector, config and checkpoint store.
+pub struct SourceDriver {
+    config: SourceInstanceConfig,
+    source: Box<dyn Source>,
+    store: Arc<dyn CheckpointStore>,
 }
 
 impl SourceInstance {
@@ -147,119 +137,50 @@ impl SourceInstance {
         source: Box<dyn Source>,
         store: Arc<dyn CheckpointStore>,
     ) -> Self {
-        Self {
+        Instance::with_driver(SourceDriver {
             config,
-            source: Some(source),
-            store,
-            status: SharedStatus::default(),
-            driver: None,
-            drain: DrainFlag::default(),
-        }
-    }
-
-    /// The instance's observable state, shared with whoever reports it.
-    pub fn status(&self) -> SharedStatus {
-        self.status.clone()
-    }
-}
-
-/// Asks an instance for a copy of its state.
-#[derive(Debug, Message)]
-#[rtype(result = "InstanceStatus")]
-pub struct GetStatus;
-
-/// Stops an instance at once, without a final checkpoint (what a crash would do to it).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
-/// Asks an instance to stop gracefully for a hand-off: it stops taking input, finishes what it
-/// holds (receipts, or writes and flush), commits a final checkpoint, and ends in state
-/// Stopped. Its successor then resumes exactly where it stopped: no repeats even under
-/// at-least-once.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Drain;
-
-/// Set when an instance is asked to drain; its driver checks it on every turn.
-pub type DrainFlag = Arc<std::sync::atomic::AtomicBool>;
-
-pub(crate) fn draining(flag: &DrainFlag) -> bool {
-    flag.load(std::sync::atomic::Ordering::Acquire)
-}
-
-impl Actor for SourceInstance {
-    type Context = Context<Self>;
-
-    fn started(&mut self, context: &mut Self::Context) {
-        let Some(source) = self.source.take() else {
-            context.stop();
-            return;
-        };
-        update(&self.status, |status| {
-            status.state = InstanceState::Starting
-        });
-        let driver = drive(
-            self.config.clone(),
             source,
-            self.store.clone(),
-            self.status.clone(),
-            self.drain.clone(),
-        );
-        let handle = context.spawn(driver.into_actor(self).map(|outcome, actor, context| {
-            let ended = outcome
-                .map(|()| {
-                    if draining(&actor.drain) {
-                        InstanceState::Stopped
-                    } else {
-                        InstanceState::Finished
-                    }
-                })
-                .map_err(|error| error.to_string());
-            record_end(
-                &actor.status,
-                "source",
-                &actor.config.connector,
-                actor.config.index,
-                ended,
-            );
-            context.stop();
-        }));
-        self.driver = Some(handle);
+            store,
+        })
     }
 }
 
-impl Handler<GetStatus> for SourceInstance {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        let status = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        MessageResult(status)
+impl std::fmt::Debug for SourceDriver {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SourceDriver")
+            .field("connector", &self.config.connector)
+            .field("index", &self.config.index)
+            .finish_non_exhaustive()
     }
 }
 
-impl Handler<Drain> for SourceInstance {
-    type Result = ();
+impl Driver for SourceDriver {
+    const KIND: &'static str = "source";
 
-    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
-        self.drain.store(true, std::sync::atomic::Ordering::Release);
+    fn identity(&self) -> (&str, u32, u64) {
+        (&self.config.connector, self.config.index, self.config.epoch)
     }
-}
 
-impl Handler<Stop> for SourceInstance {
-    type Result = ();
+    fn run(
+        self,
+        status: SharedStatus,
+        drain: DrainFlag,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            drive(self.config, self.source, self.store, status, drain)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
 
-    fn handle(&mut self, _: Stop, context: &mut Self::Context) {
-        update(&self.status, |status| status.state = InstanceState::Stopped);
-        // Dropping the driver drops its producer session: nothing more is read or sent.
-        if let Some(driver) = self.driver.take() {
-            context.cancel_future(driver);
+    fn ended(drained: bool) -> InstanceState {
+        // A drained source stopped for a hand-off; otherwise it read everything.
+        if drained {
+            InstanceState::Stopped
+        } else {
+            InstanceState::Finished
         }
-        context.stop();
     }
 }
 
