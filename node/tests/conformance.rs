@@ -750,6 +750,28 @@ impl Run<'_> {
         }
     }
 
+    /// How far the feeder of a sink got, for a report (empty for a source).
+    async fn feeding(&self) -> String {
+        let Side::Sink { fed, .. } = &self.side else {
+            return String::new();
+        };
+        let (sent, outcome) = {
+            let fed = fed.lock().unwrap_or_else(PoisonError::into_inner);
+            (fed.sent, fed.outcome.clone())
+        };
+        let (topic, subscription) = (
+            self.topic.clone(),
+            format!("ferry-public-default-{}", self.name),
+        );
+        let left = tokio::task::spawn_blocking(move || backlog(&topic, &subscription))
+            .await
+            .unwrap_or(None);
+        format!(
+            "{sent} of {} fed ({outcome:?}), backlog {left:?}, ",
+            self.count
+        )
+    }
+
     /// Every instance's report, or a description of what is missing.
     async fn progress(&self, node: &dyn Node) -> Result<Vec<Progress>, String> {
         instances(node, &self.name, self.parallelism).await
@@ -968,15 +990,25 @@ async fn wait_instances(
 /// share of the input: mid-stream.
 async fn mid_stream(node: &dyn Node, run: &Run<'_>) -> Result<(), String> {
     let quarter = run.count / 4 / u64::from(run.parallelism);
-    wait_instances(
-        node,
-        &run.name,
-        run.parallelism,
-        &format!("checkpointed and is done with {quarter} records"),
-        |progress| progress.checkpoint.is_some() && progress.done >= quarter,
+    wait::within(
+        &format!(
+            "{} checkpointed and is done with {quarter} records",
+            run.name
+        ),
+        TIMEOUT,
+        || async {
+            let progress = run.progress(node).await?;
+            if progress
+                .iter()
+                .all(|progress| progress.checkpoint.is_some() && progress.done >= quarter)
+            {
+                Ok(())
+            } else {
+                Err(format!("{}instances: {progress:?}", run.feeding().await))
+            }
+        },
     )
     .await
-    .map(drop)
 }
 
 /// Waits until each instance of `run` read anything.
