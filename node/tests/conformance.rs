@@ -2,23 +2,23 @@
 //! connector type in `ferry_actors::connectors::registry()` through the same cases, through
 //! the fixture the type gives (`ferry_actors::api::fixture`), against the real broker and the
 //! type's real external system. A case runs every type under every guarantee it offers, all
-//! at once, gathers every problem and reports them together, each naming the type, the case and
-//! the guarantee.
+//! at once, gathers every problem and reports them together, each naming the type, the case
+//! and the guarantee.
 //!
 //! - t00 guard: every registered type has a fixture; the guard itself fails for a type
 //!   registered without one.
 //! - t10 bad config: each of a fixture's bad configs that validation must catch is refused
 //!   naming the field, by the type's validation and by a real node's admin API (create), with
-//!   no secret in the message; the others pass validation.
+//!   no secret in the message nor in the node's log; the others pass validation.
 //! - t11 bad config that slips through (written to the store as is, or only wrong at run
 //!   time): the instance is FAILED with the reason naming the field and no secret, retried
 //!   with backoff, and the node keeps running other connectors.
 //! - t20 resume: the supervisor is restarted mid-stream (every instance actor stopped at once,
-//!   no final checkpoint) once each instance committed a checkpoint covering a quarter of the
+//!   no final checkpoint) once each instance committed a checkpoint covering a quarter of its
 //!   input: the new instances start at the checkpoint (they read less than the input) and the
 //!   output holds the input as the guarantee says.
 //! - t21 crash, instance actors killed: the same restart as early as possible, as soon as each
-//!   instance read anything (most often before its first checkpoint).
+//!   instance read anything (often before its first checkpoint covering input).
 //! - t22 crash, node process killed: a real `ferry serve` is killed with SIGKILL mid-stream and
 //!   started again from its data directory.
 //! - t30 parallel: sources whose fixture splits an input between instances run with
@@ -31,8 +31,14 @@
 //! What "as the guarantee says" means: at-most-once repeats nothing, at-least-once loses
 //! nothing, effectively-once gives every record exactly once (in order, with one instance).
 //! Sources are counted in their topic by the fixture's record ids; sinks are fed JSON
-//! `{"id": n, "text": ...}` keyed by `n`, and counted by the ids the fixture reads back (or by
-//! the committed position, `records=<n>`, when the output cannot be read).
+//! `{"id": n, "text": ...}` keyed by `n` (once the sink runs), and counted by the ids the
+//! fixture reads back (or by the committed position, `records=<n>`, when the output cannot be
+//! read); a sink's committed position is also checked against its output.
+//!
+//! So that each kill lands where it should, t20, t21 and t30 give each run an in-process node
+//! of its own, and t22 a `ferry serve` per type. A run is checked once its end holds still
+//! (instances settled, input or output fully read, the same for longer than two status
+//! refreshes).
 //!
 //! Needs the shared broker (`deploy/pulsar/standalone.sh start`) and PostgreSQL
 //! (`deploy/postgres/postgres.sh start`; `FERRY_TEST_PG_URL` points elsewhere).
