@@ -362,7 +362,9 @@ async fn sink_appends_one_line_per_record_and_flush_returns_the_length() {
     assert_eq!(length, 4 * "line-0\n".len() as u64);
     assert_eq!(position, length.to_be_bytes());
 
-    // Reopened without a checkpoint: appended to, not truncated.
+    // Reopened without a checkpoint (by a new sink, once this one is gone): appended to, not
+    // truncated.
+    drop(sink);
     let mut reopened = file_sink(&path);
     reopened.open(&resume_at(None)).await.expect("open");
     reopened.write(lines(4..5)).await.expect("write");
@@ -405,6 +407,52 @@ async fn sink_replay_after_a_crash_writes_each_line_once() {
     let position = successor.flush(&vec![15]).await.expect("flush");
     assert_eq!(file_lines(&path), expected_lines(0..15));
     assert!(position > checkpoint);
+}
+
+/// A previous owner not gone yet (an instance actor told to stop while a write of its is still
+/// running) must not write after its successor cut the file back to the checkpoint, or its
+/// lines land after the cut and the replay repeats them: the successor's open is refused while
+/// the previous sink holds the file, and succeeds once it is gone.
+#[tokio::test]
+async fn sink_successor_cannot_open_while_the_previous_owner_still_holds_the_file() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("out.txt");
+    let mut previous = file_sink(&path);
+    previous.open(&resume_at(None)).await.expect("open");
+    previous.write(lines(0..10)).await.expect("write");
+    let checkpoint = previous.flush(&vec![10]).await.expect("flush");
+    previous.write(lines(10..15)).await.expect("write");
+
+    let mut successor = file_sink(&path);
+    let error = successor
+        .open(&resume_at(Some(checkpoint.clone())))
+        .await
+        .expect_err("the previous owner still holds the file");
+    assert!(
+        matches!(&error, ConnectorError::Unavailable { system, reason }
+            if system == "file" && reason.contains("another writer")),
+        "{error}"
+    );
+    assert_eq!(
+        file_lines(&path),
+        expected_lines(0..15),
+        "nothing is cut while the previous owner may still write"
+    );
+    previous.write(lines(15..20)).await.expect("a late write");
+    drop(previous);
+
+    successor
+        .open(&resume_at(Some(checkpoint)))
+        .await
+        .expect("open once the previous owner is gone");
+    assert_eq!(
+        file_lines(&path),
+        expected_lines(0..10),
+        "cut to the checkpoint"
+    );
+    successor.write(lines(10..20)).await.expect("replay");
+    successor.flush(&vec![20]).await.expect("flush");
+    assert_eq!(file_lines(&path), expected_lines(0..20));
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! - **effectively-once**: input is read with a Failover subscription; a checkpoint holds the
 //!   last written message id per partition and the sink's own position. It is committed only
 //!   after [`Sink::flush`] made the writes durable, and the input is acknowledged only after
-//!   the commit. On replay, messages at or below a partition's checkpointed id are skipped; an
+//!   the commit; the first is committed before anything is written, so that there is always
+//!   a position to restore the output to. On replay, messages at or below a partition's checkpointed id are skipped; an
 //!   idempotent sink restores its output to the checkpointed position first, a transactional
 //!   one returns the input position it stored itself, which wins.
 //! - **at-least-once**: the same order (write, flush, checkpoint, acknowledge); the sink may
@@ -370,6 +371,28 @@ async fn drive(
     if let Some(external) = sink.open(&resume).await? {
         // A transactional sink's own record of what it wrote wins over Ferry's checkpoint.
         input = InputPosition::decode(&external)?;
+    }
+    if config.guarantee == Guarantee::EffectivelyOnce && committed.is_none() {
+        // Where the output starts is checkpointed before the first write, so that a crash
+        // before the first checkpoint is undone like any other (an idempotent sink restores
+        // its output to this position) instead of the replay writing it all again.
+        check_fence(&config)?;
+        let checkpoint = SinkCheckpoint {
+            input: input.clone(),
+            sink: sink.flush(&input.encode()).await?,
+        }
+        .encode();
+        store
+            .commit(
+                config.epoch,
+                None,
+                Checkpoint {
+                    position: checkpoint.clone(),
+                    sequence_id: None,
+                },
+            )
+            .await?;
+        committed = Some(checkpoint);
     }
     let client = config.pulsar.connect().await?;
     let mut options = SinkConsumerOptions::new(config.inputs.clone(), config.subscription.clone());

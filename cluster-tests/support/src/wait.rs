@@ -32,6 +32,34 @@ where
     }
 }
 
+/// Polls `condition` until it returns `Ok`, and returns that value; once `timeout` passes,
+/// returns an error naming `reason`, how long it waited and the last `Err` the condition gave
+/// (what it saw instead). For suites that gather every failure and report them together.
+pub async fn within<T, F, Fut>(
+    reason: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let seen = match condition().await {
+            Ok(value) => return Ok(value),
+            Err(seen) => seen,
+        };
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "timed out after {:.1?} waiting until {reason} ({seen})",
+                started.elapsed()
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +83,25 @@ mod tests {
             None::<()>
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn within_returns_the_value_or_what_it_saw_at_the_deadline() {
+        let polls = AtomicU32::new(0);
+        let value = within("the second poll", Duration::from_secs(5), || async {
+            match polls.fetch_add(1, Ordering::SeqCst) {
+                1 => Ok("ready"),
+                seen => Err(format!("poll {seen}")),
+            }
+        })
+        .await;
+        assert_eq!(value, Ok("ready"));
+        let error = within("pigs fly", Duration::from_millis(120), || async {
+            Err::<(), _>("a pig on the ground".to_owned())
+        })
+        .await
+        .expect_err("pigs never fly");
+        assert!(error.contains("waiting until pigs fly"), "{error}");
+        assert!(error.ends_with("(a pig on the ground)"), "{error}");
     }
 }

@@ -309,12 +309,14 @@ pub(crate) async fn read_indexes(topic: &str, distinct: usize) -> Vec<u64> {
 }
 
 /// The number of messages of `topic` that `subscription` has yet to acknowledge, from the
-/// broker's topic stats (None while the broker does not know the subscription).
+/// broker's topic stats (None while the broker does not know the subscription). Precise: the
+/// broker's default estimate counts what it dispatched to a consumer as consumed, so after a
+/// consumer dies with messages unacknowledged it can say 0 while they wait for redelivery.
 pub(crate) fn backlog(topic: &str, subscription: &str) -> Option<u64> {
     let path = topic.strip_prefix("persistent://")?;
     let (status, body) = broker::http_get(
         &broker().admin_url,
-        &format!("/admin/v2/persistent/{path}/stats"),
+        &format!("/admin/v2/persistent/{path}/stats?getPreciseBacklog=true"),
     )
     .ok()?;
     if status != 200 {

@@ -1,31 +1,42 @@
-//! The `datagen` source's conformance fixture: no external system, the input is the config.
+//! The `datagen` source's conformance fixture: no external system, the input is the config
+//! (`count` records at `rate` a second, split between the instances by datagen itself).
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-use crate::api::fixture::{FixtureError, Prepared, SourceFixture};
+use crate::api::fixture::{
+    BadConfig, Feed, FixtureError, SourceFixture, SourceInput, object,
+};
 
-/// Makes `{"count": n}` sources; record ids are the keys.
+/// Makes `{"count": n, "rate": r}` sources; record ids are the keys.
 #[derive(Debug)]
 pub struct DatagenFixture;
+
+/// A datagen input: nothing but its config.
+#[derive(Debug)]
+struct DatagenInput {
+    config: Map<String, Value>,
+}
+
+impl SourceInput for DatagenInput {
+    fn config(&self) -> Map<String, Value> {
+        self.config.clone()
+    }
+}
 
 impl SourceFixture for DatagenFixture {
     fn input(
         &self,
         _test: &str,
-        count: u64,
-        _parallelism: u32,
-        _outage: bool,
-    ) -> BoxFuture<'_, Result<Prepared, FixtureError>> {
+        feed: Feed,
+    ) -> BoxFuture<'_, Result<Box<dyn SourceInput>, FixtureError>> {
         Box::pin(async move {
-            let mut config = Map::new();
-            config.insert("count".to_owned(), json!(count));
-            // Paced, so a crash lands mid-stream.
-            config.insert("rate".to_owned(), json!(2_000));
-            Ok(Prepared {
-                config,
-                outage: None,
-            })
+            let config = object(json!({
+                "count": feed.count,
+                "rate": feed.rate.max(1),
+                "payload_size": 60,
+            }));
+            Ok(Box::new(DatagenInput { config }) as Box<dyn SourceInput>)
         })
     }
 
@@ -33,9 +44,17 @@ impl SourceFixture for DatagenFixture {
         key?.parse().ok()
     }
 
-    fn bad_config(&self) -> (Map<String, Value>, &'static str) {
-        let mut config = Map::new();
-        config.insert("rate".to_owned(), json!(0));
-        (config, "rate")
+    fn bad_configs(&self) -> Vec<BadConfig> {
+        vec![
+            BadConfig::refused(object(json!({"rate": 0})), "rate"),
+            BadConfig::refused(object(json!({"payload_size": 5_000_000})), "payload_size"),
+            BadConfig::refused(object(json!({"count": "ten"})), "count"),
+            BadConfig::refused(object(json!({"colour": "red"})), "colour"),
+        ]
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        // Instance i of p generates indexes i, i+p, …: any parallelism splits the input.
+        u32::MAX
     }
 }

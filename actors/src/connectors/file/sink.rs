@@ -5,6 +5,12 @@
 //! written after the last checkpoint is cut off and written again by the replay, once.
 //! Without a checkpoint (`resume.sink` absent) the file is left as it is: it may hold lines
 //! written before the instance's first checkpoint, or lines that are not Ferry's at all.
+//!
+//! The sink holds an exclusive lock on the file (`flock`) from `open` until it is dropped and
+//! its last write has finished: a previous owner that has not stopped yet (an instance told to
+//! stop while a write of its runs on the blocking pool) could otherwise append after its
+//! successor cut the file back, and the replay would repeat those lines. The successor's open
+//! fails as unavailable until the lock is free, and the instance retries.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -121,6 +127,20 @@ fn open_and_restore(path: &Path, restore_to: Option<u64>) -> Result<File, Connec
         .create(true)
         .open(path)
         .map_err(unavailable)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ConnectorError::Unavailable {
+                system: "file".to_owned(),
+                reason: format!(
+                    "{}: locked by another writer (a previous owner still finishing a write, \
+                     or another sink writing the same file)",
+                    path.display()
+                ),
+            });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(unavailable(error)),
+    }
     if !existed {
         // A new file's directory entry is durable only once its directory is synced.
         File::open(parent.unwrap_or(Path::new(".")))
