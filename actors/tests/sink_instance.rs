@@ -75,7 +75,9 @@ fn config(topic: &str, connector: &str) -> SinkInstanceConfig {
         },
         pulsar: PulsarSettings::new(broker::broker().url),
         write_batch: 1_000,
+        receiver_queue_size: 1_000,
         start: StartPosition::Earliest,
+        error_policy: ferry_actors::api::ErrorPolicy::Fail,
         fence: None,
         incarnation: 0,
     }

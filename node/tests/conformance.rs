@@ -267,6 +267,8 @@ impl Connector {
             subscription: None,
             parallelism: self.parallelism,
             guarantee: self.guarantee,
+            error_policy: ferry_node::meta::state::ErrorPolicy::Fail,
+            options: ferry_node::meta::state::RuntimeOptions::default(),
         })
     }
 }
@@ -509,6 +511,7 @@ fn create_request(name: &str, connector: &Connector) -> proto::CreateConnectorRe
             subscription: None,
             parallelism: Some(i32::try_from(connector.parallelism).expect("a small parallelism")),
             processing_guarantee: proto_guarantee(connector.guarantee),
+            ..proto::ConnectorSpec::default()
         }),
     }
 }

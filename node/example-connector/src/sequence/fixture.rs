@@ -1,31 +1,43 @@
 //! The `sequence` source's conformance fixture: no external system, so the input is the config
 //! itself, and the ids are the record keys.
 
-use ferry_actors::api::fixture::{FixtureError, Prepared, SourceFixture};
+use ferry_actors::api::fixture::{
+    BadConfig, Feed, FixtureError, SourceFixture, SourceInput, object,
+};
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
-/// Makes `{"count": n}` sources, paced so that a restart lands mid-stream.
+/// Makes `{"count": n}` sources paced at the feed's rate, so that a restart lands mid-stream.
 #[derive(Debug)]
 pub struct SequenceFixture;
+
+/// A sequence input: nothing but its config (no system to take away).
+#[derive(Debug)]
+struct SequenceInput {
+    config: Map<String, Value>,
+}
+
+impl SourceInput for SequenceInput {
+    fn config(&self) -> Map<String, Value> {
+        self.config.clone()
+    }
+}
 
 impl SourceFixture for SequenceFixture {
     fn input(
         &self,
         _test: &str,
-        count: u64,
-        _parallelism: u32,
-        _outage: bool,
-    ) -> BoxFuture<'_, Result<Prepared, FixtureError>> {
+        feed: Feed,
+    ) -> BoxFuture<'_, Result<Box<dyn SourceInput>, FixtureError>> {
         Box::pin(async move {
-            let mut config = Map::new();
-            config.insert("count".to_owned(), json!(count));
-            config.insert("interval_ms".to_owned(), json!(1));
-            // Nothing to take away: the suite skips the outage cases for it.
-            Ok(Prepared {
-                config,
-                outage: None,
-            })
+            // Each instance waits interval_ms between its numbers: spread the feed's rate
+            // over them.
+            let per_instance = (feed.rate.max(1) / u64::from(feed.parallelism.max(1))).max(1);
+            let config = object(json!({
+                "count": feed.count,
+                "interval_ms": (1_000 / per_instance).max(1),
+            }));
+            Ok(Box::new(SequenceInput { config }) as Box<dyn SourceInput>)
         })
     }
 
@@ -33,10 +45,16 @@ impl SourceFixture for SequenceFixture {
         key?.parse().ok()
     }
 
-    fn bad_config(&self) -> (Map<String, Value>, &'static str) {
-        let mut config = Map::new();
-        config.insert("step".to_owned(), json!(0));
-        (config, "step")
+    fn bad_configs(&self) -> Vec<BadConfig> {
+        vec![
+            BadConfig::refused(object(json!({"step": 0})), "step"),
+            BadConfig::refused(object(json!({"count": "ten"})), "count"),
+        ]
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        // Instances split the numbers between them.
+        u32::MAX
     }
 }
 
@@ -59,15 +77,22 @@ mod tests {
         let Some(Fixture::Source(fixture)) = sequence.fixture() else {
             panic!("sequence has a source fixture");
         };
-        let (bad, field) = fixture.bad_config();
         let context = InstanceContext::single("public/default/bad");
-        match sequence.validate(&bad, &context) {
-            Err(ferry_actors::api::ConnectorError::InvalidConfig { field: named, .. }) => {
-                assert_eq!(named, field);
+        for bad in fixture.bad_configs() {
+            match sequence.validate(&bad.config, &context) {
+                Err(ferry_actors::api::ConnectorError::InvalidConfig { field: named, .. }) => {
+                    assert_eq!(named, bad.field);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
-        let prepared = fixture.input("ids", 25, 3, false).await.expect("input");
+        let feed = ferry_actors::api::fixture::Feed {
+            count: 25,
+            rate: 1_000,
+            parallelism: 3,
+            outage: false,
+        };
+        let prepared = fixture.input("ids", feed).await.expect("input");
         let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
         for index in 0..3 {
             let context = InstanceContext {
@@ -76,7 +101,7 @@ mod tests {
                 parallelism: 3,
             };
             let mut source = sequence
-                .build_source(&prepared.config, &context, Guarantee::EffectivelyOnce)
+                .build_source(&prepared.config(), &context, Guarantee::EffectivelyOnce)
                 .expect("builds");
             source.open(None).await.expect("open");
             loop {
