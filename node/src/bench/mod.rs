@@ -1,12 +1,15 @@
 //! `ferry bench`: measurements that print ratios against a floor measured in the same run
 //! (../shared/DESIGN.md §9), never absolute pass/fail times.
 //!
+//! - [`idle`]: the CPU of one `ferry serve` node running many slow datagen sources, against
+//!   the same node with none.
 //! - [`meta`]: checkpoint commits through a 3-node metadata store on loopback.
 //! - [`producer`]: Ferry's producer session against pulsar-rs's batched producer.
 //! - [`source`]: datagen -> Pulsar through the source instance actor against pulsar-rs.
 //! - [`sink`]: Pulsar -> blackhole and Pulsar -> PostgreSQL through the sink instance actor
 //!   against a raw pulsar-rs consumer, alone and writing the rows with a bare batched INSERT.
 
+pub mod idle;
 pub mod meta;
 pub mod producer;
 pub mod sink;
@@ -17,6 +20,9 @@ use clap::Subcommand;
 /// The `ferry bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// CPU of one `ferry serve` node running many datagen sources at 1 record/s, against the
+    /// same node with none, in the same run.
+    Idle(idle::IdleBenchArgs),
     /// Checkpoint commits/s and latency through a 3-node metadata store on loopback, against
     /// the floor of one fdatasync plus one loopback round trip.
     Meta(meta::MetaBenchArgs),
@@ -35,6 +41,7 @@ pub enum BenchCommand {
 /// Runs a `ferry bench` subcommand.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Idle(args) => idle::run(args).await,
         BenchCommand::Meta(args) => meta::run(args).await,
         BenchCommand::Producer(args) => producer::run(args).await,
         BenchCommand::Source(args) => source::run(args).await,

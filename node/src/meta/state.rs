@@ -382,6 +382,16 @@ impl Command {
     pub fn is_batchable(&self) -> bool {
         matches!(self, Self::CommitCheckpoint { .. })
     }
+
+    /// Returns whether applying this command can change nothing but checkpoints: nodes,
+    /// connectors and assignments stay as they were, so whoever watches those need not look.
+    pub fn changes_only_checkpoints(&self) -> bool {
+        match self {
+            Self::CommitCheckpoint { .. } | Self::ResetOffsets { .. } => true,
+            Self::Batch(commands) => commands.iter().all(Self::changes_only_checkpoints),
+            _ => false,
+        }
+    }
 }
 
 /// What an applied command did.
@@ -982,6 +992,79 @@ mod tests {
         let once = state.clone();
         state.apply(index, command).ok();
         assert_eq!(state, once, "re-applying {command:?} changed the state");
+    }
+
+    #[test]
+    fn commands_said_to_change_only_checkpoints_leave_everything_else_alone() {
+        let mut stopped = assigned_state();
+        stopped
+            .apply(
+                11,
+                &Command::SetDesiredState {
+                    connector: name(),
+                    state: DesiredState::Stopped,
+                },
+            )
+            .unwrap();
+        let commits = vec![commit(10, None, b"a"), commit(10, Some(b"a"), b"b")];
+        let commands = [
+            join(3),
+            Command::NodeDown { node: 1 },
+            Command::DeleteConnector { connector: name() },
+            Command::SetDesiredState {
+                connector: name(),
+                state: DesiredState::Running,
+            },
+            Command::Assign {
+                key: key(1),
+                node: 2,
+            },
+            Command::Revoke {
+                key: key(0),
+                epoch: 10,
+            },
+            Command::ConfirmRevoked {
+                key: key(0),
+                epoch: 10,
+            },
+            commit(10, None, b"a"),
+            Command::Batch(commits.clone()),
+            Command::ResetOffsets {
+                connector: name(),
+                instance: None,
+                position: Some(b"z".to_vec()),
+            },
+        ];
+        let rest = |state: &State| {
+            (
+                state.nodes.clone(),
+                state.connectors.clone(),
+                state.assignments.clone(),
+            )
+        };
+        for start in [assigned_state(), stopped] {
+            for command in &commands {
+                let mut state = start.clone();
+                let before = rest(&state);
+                state.apply(20, command).ok();
+                if command.changes_only_checkpoints() {
+                    assert_eq!(
+                        rest(&state),
+                        before,
+                        "{command:?} changed more than checkpoints"
+                    );
+                }
+            }
+        }
+        assert!(Command::Batch(commits).changes_only_checkpoints());
+        assert!(!Command::Batch(vec![commit(10, None, b"a"), join(3)]).changes_only_checkpoints());
+        assert!(
+            !Command::Assign {
+                key: key(1),
+                node: 2
+            }
+            .changes_only_checkpoints()
+        );
     }
 
     #[test]

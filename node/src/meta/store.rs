@@ -174,13 +174,16 @@ pub async fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), Stor
         },
         None => Applied::default(),
     };
-    let (applied_index, _) = watch::channel(applied.last_applied.map_or(0, |log_id| log_id.index));
+    let last_index = applied.last_applied.map_or(0, |log_id| log_id.index);
+    let (applied_index, _) = watch::channel(last_index);
+    let (changed_index, _) = watch::channel(last_index);
     Ok((
         LogStore::new(db.clone())?,
         StateMachineStore {
             db,
             applied: Arc::new(RwLock::new(applied)),
             applied_index: Arc::new(applied_index),
+            changed_index: Arc::new(changed_index),
         },
     ))
 }
@@ -326,12 +329,15 @@ pub struct Applied {
 /// The state machine: applied state in memory, snapshots in the database.
 ///
 /// Clones share the state; the node reads it through [`StateMachineStore::read`] and learns of
-/// progress through [`StateMachineStore::subscribe`].
+/// progress through [`StateMachineStore::subscribe`], and of changes to anything but
+/// checkpoints through [`StateMachineStore::subscribe_changes`].
 #[derive(Debug, Clone)]
 pub struct StateMachineStore {
     db: Arc<Db>,
     applied: Arc<RwLock<Applied>>,
     applied_index: Arc<watch::Sender<u64>>,
+    /// The index of the last applied entry that may have changed more than checkpoints.
+    changed_index: Arc<watch::Sender<u64>>,
 }
 
 impl StateMachineStore {
@@ -353,6 +359,19 @@ impl StateMachineStore {
     /// Returns a receiver of the last applied log index, changed after every applied batch.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// Returns a receiver of the index of the last applied entry that may have changed nodes,
+    /// connectors or assignments: unlike [`StateMachineStore::subscribe`] it stays quiet while
+    /// only checkpoints advance, which is nearly every entry of a busy cluster, so whoever
+    /// watches the assignments need not look at them hundreds of times a second.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changed_index.subscribe()
+    }
+
+    /// Returns the index of the last applied entry that may have changed more than checkpoints.
+    pub fn last_change(&self) -> u64 {
+        *self.changed_index.borrow()
     }
 
     /// Stores `snapshot` as the current one, unless the stored one is newer: a snapshot built
@@ -434,6 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
+        let mut last_change = None;
         let last_index = {
             let mut applied = self
                 .applied
@@ -441,6 +461,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
+                let checkpoints_only = matches!(
+                    &entry.payload,
+                    EntryPayload::Normal(command) if command.changes_only_checkpoints()
+                );
+                if !checkpoints_only {
+                    last_change = Some(entry.log_id.index);
+                }
                 let reply = match entry.payload {
                     EntryPayload::Blank => Ok(Outcome::Done),
                     EntryPayload::Normal(command) => {
@@ -455,6 +482,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             applied.last_applied.map_or(0, |log_id| log_id.index)
         };
+        // Both after the lock is released: a watcher woken by them reads the new state.
+        if let Some(index) = last_change {
+            self.changed_index.send_replace(index);
+        }
         self.applied_index.send_replace(last_index);
         Ok(replies)
     }
@@ -495,6 +526,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             applied.last_applied.map_or(0, |log_id| log_id.index)
         };
+        self.changed_index.send_replace(last_index);
         self.applied_index.send_replace(last_index);
         Ok(())
     }
