@@ -298,6 +298,7 @@ async fn bench(
                     subscription: None,
                     parallelism: Some(1),
                     processing_guarantee: args.guarantee.proto().into(),
+                    ..proto::ConnectorSpec::default()
                 }),
             };
             async move {
