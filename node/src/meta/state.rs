@@ -387,7 +387,8 @@ impl Command {
     /// connectors and assignments stay as they were, so whoever watches those need not look.
     pub fn changes_only_checkpoints(&self) -> bool {
         match self {
-            Self::CommitCheckpoint { .. } | Self::ResetOffsets { .. } => true,
+            // A reset also gives the reset instances' owners new epochs: not checkpoints only.
+            Self::CommitCheckpoint { .. } => true,
             Self::Batch(commands) => commands.iter().all(Self::changes_only_checkpoints),
             _ => false,
         }
