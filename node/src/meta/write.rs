@@ -6,6 +6,14 @@
 //! client write costs the leader one fsync. Checkpoint commits are the hot path (every instance
 //! commits continuously), so the batcher sends whatever commits queued up while the previous
 //! batch was in flight as one `Command::Batch`: one entry, one fsync per node.
+//!
+//! That alone leaves many small entries when commits trickle in from many slow instances (500
+//! sources at one record a second commit 500 times a second, one or two per entry: most of an
+//! otherwise idle node's CPU went to appending and applying them). So, like PostgreSQL's
+//! `commit_delay` with `commit_siblings`, once commits arrive faster than
+//! [`GROUP_COMMIT_RATE`] a second, the batcher holds the first of a batch back up to
+//! [`GROUP_COMMIT_DELAY`] for others to join. A lone writer never waits; source instances
+//! keep working while their commit waits.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +39,14 @@ const MAX_BATCH: usize = 512;
 
 /// Checkpoint commits waiting for the batcher.
 const BATCH_QUEUE_DEPTH: usize = 4096;
+
+/// Commits a second above which a batch waits for more: at this rate about four commits join
+/// one within [`GROUP_COMMIT_DELAY`], while up to twenty busy instances (ten commits a second
+/// each) still commit without delay.
+pub(crate) const GROUP_COMMIT_RATE: u64 = 200;
+
+/// The longest the first commit of a batch waits for others, once commits are frequent.
+pub(crate) const GROUP_COMMIT_DELAY: Duration = Duration::from_millis(20);
 
 /// Why this node did not commit a write itself.
 #[derive(Debug)]
@@ -176,14 +192,68 @@ impl Batcher {
     }
 }
 
+/// Commits per second, counted over windows of about a second as they arrive.
+#[derive(Debug)]
+pub(crate) struct ArrivalRate {
+    window_start: Instant,
+    in_window: u64,
+    per_second: u64,
+}
+
+impl ArrivalRate {
+    /// Returns a rate of zero, its first window starting at `now`.
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            in_window: 0,
+            per_second: 0,
+        }
+    }
+
+    /// Counts one arrival at `now`.
+    pub(crate) fn record(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            // A window that ran long (a quiet spell) lowers the rate accordingly.
+            self.per_second = (self.in_window as f64 / elapsed.as_secs_f64()) as u64;
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+    }
+
+    /// Returns whether the first commit of a batch starting at `now` should wait for others:
+    /// the last whole window was busy, and the current one is not quiet so far.
+    pub(crate) fn busy(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        self.per_second >= GROUP_COMMIT_RATE && elapsed < Duration::from_secs(2)
+    }
+}
+
 async fn run_batches(writer: Writer, mut queued: mpsc::Receiver<Queued>) {
+    let mut rate = ArrivalRate::new(Instant::now());
     while let Some(first) = queued.recv().await {
+        let now = Instant::now();
+        rate.record(now);
+        let linger_until = rate
+            .busy(now)
+            .then(|| tokio::time::Instant::from_std(now + GROUP_COMMIT_DELAY));
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match queued.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+            let next = match queued.try_recv() {
+                Ok(next) => Some(next),
+                Err(mpsc::error::TryRecvError::Empty) => match linger_until {
+                    Some(until) => tokio::time::timeout_at(until, queued.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                },
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            let Some(next) = next else { break };
+            rate.record(Instant::now());
+            batch.push(next);
         }
         if batch.len() == 1
             && let Some((command, waiter)) = batch.pop()
@@ -212,5 +282,34 @@ async fn run_batches(writer: Writer, mut queued: mpsc::Receiver<Queued>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_wait_for_company_only_while_commits_are_frequent() {
+        let start = Instant::now();
+        let mut rate = ArrivalRate::new(start);
+        assert!(!rate.busy(start), "nothing seen yet");
+        // Ten busy instances: 100 commits a second. No waiting.
+        for tick in 0..=100 {
+            rate.record(start + Duration::from_millis(10 * tick));
+        }
+        let after_one = start + Duration::from_millis(1_005);
+        assert!(!rate.busy(after_one), "100 a second is below the rate");
+        // 500 slow instances: 500 commits a second.
+        for tick in 0..=500 {
+            rate.record(after_one + Duration::from_millis(2 * tick));
+        }
+        let after_two = after_one + Duration::from_millis(1_010);
+        assert!(rate.busy(after_two), "500 a second shares entries");
+        // Quiet for a while: the next commit does not wait for company that is not coming.
+        assert!(!rate.busy(after_two + Duration::from_secs(3)));
+        let later = after_two + Duration::from_secs(5);
+        rate.record(later);
+        assert!(!rate.busy(later), "the quiet window brought the rate down");
     }
 }
