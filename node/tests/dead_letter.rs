@@ -30,9 +30,7 @@ use ferry_actors::instance::InstanceStatus;
 use ferry_actors::instance::dead_letter::{
     CONNECTOR_PROPERTY, ERROR_PROPERTY, MESSAGE_ID_PROPERTY, SOURCE_TOPIC_PROPERTY,
 };
-use ferry_actors::pulsar::sink_consumer::{
-    InputMessage, SinkConsumer, SinkConsumerOptions, SinkSubscription, StartPosition,
-};
+use ferry_actors::pulsar::sink_consumer::{InputMessage, StartPosition};
 use ferry_actors::pulsar::{
     BatchingOptions, MessageId, OutgoingMessage, ProducerSession, ProducerSessionOptions,
     PulsarSettings, Receipt,
@@ -115,34 +113,13 @@ async fn produce(topic: &str, range: std::ops::Range<u64>, unbatched: bool) -> V
 /// Reads `topic` from the start until `expected` messages arrived, then briefly for more (a
 /// repeat would show there).
 async fn read_all(topic: &str, expected: usize) -> Vec<InputMessage> {
-    let client = PulsarSettings::new(broker().url)
-        .connect()
-        .await
-        .expect("connect the reader");
-    let mut options = SinkConsumerOptions::new(vec![topic.to_owned()], unique_name("checker"));
-    options.subscription_type = SinkSubscription::Exclusive;
-    options.start = StartPosition::Earliest;
-    let mut consumer = SinkConsumer::open(&client, options)
-        .await
-        .expect("subscribe the reader");
-    let mut messages = Vec::new();
-    loop {
-        let wait = if messages.len() < expected {
-            Duration::from_secs(30)
-        } else {
-            Duration::from_millis(1_500)
-        };
-        match tokio::time::timeout(wait, consumer.next()).await {
-            Ok(message) => messages.push(message.expect("a message")),
-            Err(_) if messages.len() < expected => panic!(
-                "only {} of {expected} messages arrived in {topic}",
-                messages.len()
-            ),
-            Err(_) => break,
-        }
-    }
-    consumer.close().await.expect("close the reader");
-    messages
+    harness::read_messages(
+        topic,
+        &format!("{expected} messages"),
+        |messages| messages.len() >= expected,
+        Duration::from_millis(1_500),
+    )
+    .await
 }
 
 /// Connects to the test PostgreSQL.

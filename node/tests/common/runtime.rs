@@ -15,7 +15,7 @@ use actix::{Actor, Addr};
 use ferry_actors::instance::sink::SinkCheckpoint;
 use ferry_actors::pulsar::PulsarSettings;
 use ferry_actors::pulsar::sink_consumer::{
-    SinkConsumer, SinkConsumerOptions, SinkSubscription, StartPosition,
+    InputMessage, SinkConsumer, SinkConsumerOptions, SinkSubscription, StartPosition,
 };
 use ferry_node::control;
 use ferry_node::meta::local::LocalNode;
@@ -267,10 +267,15 @@ pub(crate) fn index_of(value: &[u8]) -> u64 {
     value["index"].as_u64().expect("an index")
 }
 
-/// Reads every message of `topic` from the start and returns the indexes in their values, in
-/// the order stored; waits until `distinct` different indexes arrived, then briefly for more
-/// (duplicates).
-pub(crate) async fn read_indexes(topic: &str, distinct: usize) -> Vec<u64> {
+/// Reads `topic` from the start until `complete` says the messages read so far are all that
+/// was wanted (`wanted` says what, for the failure), then for `settle` more (a repeat would
+/// show there); returns them in the order stored.
+pub(crate) async fn read_messages(
+    topic: &str,
+    wanted: &str,
+    mut complete: impl FnMut(&[InputMessage]) -> bool,
+    settle: Duration,
+) -> Vec<InputMessage> {
     let client = PulsarSettings::new(broker().url)
         .connect()
         .await
@@ -281,31 +286,50 @@ pub(crate) async fn read_indexes(topic: &str, distinct: usize) -> Vec<u64> {
     let mut consumer = SinkConsumer::open(&client, options)
         .await
         .expect("subscribe the reader");
-    let mut indexes = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut messages = Vec::new();
     loop {
-        let wait = if seen.len() < distinct {
-            Duration::from_secs(30)
+        let done = complete(&messages);
+        let wait = if done {
+            settle
         } else {
-            Duration::from_millis(700)
+            Duration::from_secs(30)
         };
         match tokio::time::timeout(wait, consumer.next()).await {
-            Ok(message) => {
-                let index = index_of(&message.expect("a message").payload);
-                seen.insert(index);
-                indexes.push(index);
-            }
-            Err(_) if seen.len() < distinct => {
-                panic!(
-                    "only {} of {distinct} records arrived in {topic}",
-                    seen.len()
-                )
-            }
+            Ok(message) => messages.push(message.expect("a message")),
+            Err(_) if !done => panic!(
+                "not all of {wanted} arrived in {topic}: {} messages",
+                messages.len()
+            ),
             Err(_) => break,
         }
     }
     consumer.close().await.expect("close the reader");
-    indexes
+    messages
+}
+
+/// Reads every message of `topic` from the start and returns the indexes in their values, in
+/// the order stored; waits until `distinct` different indexes arrived, then briefly for more
+/// (duplicates).
+pub(crate) async fn read_indexes(topic: &str, distinct: usize) -> Vec<u64> {
+    let mut seen = BTreeSet::new();
+    let mut counted = 0;
+    let messages = read_messages(
+        topic,
+        &format!("{distinct} distinct records"),
+        |messages| {
+            for message in &messages[counted..] {
+                seen.insert(index_of(&message.payload));
+            }
+            counted = messages.len();
+            seen.len() >= distinct
+        },
+        Duration::from_millis(700),
+    )
+    .await;
+    messages
+        .iter()
+        .map(|message| index_of(&message.payload))
+        .collect()
 }
 
 /// The number of messages of `topic` that `subscription` has yet to acknowledge, from the
